@@ -1,0 +1,236 @@
+"""Worker settings from the environment, secrets from systemd credentials first.
+
+Every setting is documented in docs/worker-contract.md. A bad or missing setting raises
+ConfigError naming the setting (never its value when it is a secret); the CLI turns that into one
+line on stderr and exit status 78 (EX_CONFIG), which the unit's RestartPreventExitStatus= honours.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+EX_CONFIG = 78
+
+SECRET_NAMES = (
+    "LIVEKIT_API_KEY",
+    "LIVEKIT_API_SECRET",
+    "DEEPGRAM_API_KEY",
+    "CARTESIA_API_KEY",
+    "OPENAI_API_KEY",
+)
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid; str() is safe to print (no secret values)."""
+
+    def __init__(self, setting: str, problem: str) -> None:
+        super().__init__(f"invalid configuration: {setting}: {problem}")
+        self.setting = setting
+
+
+@dataclass(frozen=True)
+class Prices:
+    stt_usd_per_minute: float = 0.0043
+    llm_usd_per_1m_input_tokens: float = 0.15
+    llm_usd_per_1m_output_tokens: float = 0.60
+    tts_usd_per_1m_characters: float = 40.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    livekit_url: str
+    livekit_api_key: str = field(repr=False)
+    livekit_api_secret: str = field(repr=False)
+    deepgram_api_key: str = field(repr=False)
+    cartesia_api_key: str = field(repr=False)
+    openai_api_key: str = field(repr=False)
+    deepgram_base_url: str | None = None
+    cartesia_base_url: str | None = None
+    openai_base_url: str | None = None
+    llm_model: str = "gpt-4o-mini"
+    stt_model: str = "nova-3"
+    stt_language: str = "en"
+    tts_model: str = "sonic-2"
+    tts_voice: str | None = None
+    instructions_file: Path | None = None
+    agent_name: str = ""
+    log_level: str = "INFO"
+    health_host: str = "127.0.0.1"
+    health_port: int = 8081
+    max_jobs: int = 4
+    idle_timeout: float = 300.0
+    drain_timeout: int = 600
+    reconnect_grace: float = 60.0
+    num_idle_processes: int = 1
+    state_dir: Path = Path("state")
+    metrics_dir: Path = Path("metrics")
+    entrypoint: str = "voice_worker.agent:entrypoint"
+    input_max_chars: int = 2000
+    input_rate_per_minute: int = 20
+    prices: Prices = field(default_factory=Prices)
+
+    def secret_values(self) -> list[str]:
+        return [
+            v
+            for v in (
+                self.livekit_api_key,
+                self.livekit_api_secret,
+                self.deepgram_api_key,
+                self.cartesia_api_key,
+                self.openai_api_key,
+            )
+            if v
+        ]
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str], credentials_dir: Path | None) -> None:
+        self.env = env
+        self.credentials_dir = credentials_dir
+
+    def raw(self, name: str) -> str | None:
+        value = self.env.get(name)
+        if value is None or value.strip() == "":
+            return None
+        return value.strip()
+
+    def secret(self, name: str) -> str:
+        if self.credentials_dir is not None:
+            path = self.credentials_dir / name
+            if path.is_file():
+                try:
+                    value = path.read_text(encoding="utf-8").strip()
+                except (OSError, UnicodeDecodeError) as e:
+                    raise ConfigError(
+                        name, f"credential file unreadable ({type(e).__name__})"
+                    ) from None
+                if not value:
+                    raise ConfigError(name, "credential file is empty")
+                return value
+        value = self.raw(name)
+        if value is None:
+            where = "$CREDENTIALS_DIRECTORY or the environment"
+            raise ConfigError(name, f"required secret is not set (looked in {where})")
+        return value
+
+    def text(self, name: str, default: str | None) -> str | None:
+        value = self.raw(name)
+        return default if value is None else value
+
+    def integer(self, name: str, default: int, lo: int, hi: int) -> int:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            number = int(value)
+        except ValueError:
+            raise ConfigError(name, f"must be an integer, got {value!r}") from None
+        if not lo <= number <= hi:
+            raise ConfigError(name, f"must be between {lo} and {hi}, got {number}")
+        return number
+
+    def number(self, name: str, default: float, lo: float, hi: float) -> float:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(name, f"must be a number, got {value!r}") from None
+        if not lo <= number <= hi:
+            raise ConfigError(name, f"must be between {lo} and {hi}, got {number}")
+        return number
+
+    def url(self, name: str, schemes: tuple[str, ...], required: bool) -> str | None:
+        value = self.raw(name)
+        if value is None:
+            if required:
+                raise ConfigError(name, "required setting is not set")
+            return None
+        parsed = urlparse(value)
+        if parsed.scheme not in schemes or not parsed.hostname:
+            raise ConfigError(name, f"must be a {'/'.join(schemes)} URL with a host")
+        if parsed.username or parsed.password:
+            raise ConfigError(name, "must not carry credentials; use the *_API_KEY settings")
+        return value
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    creds = env.get("CREDENTIALS_DIRECTORY")
+    r = _Reader(env, Path(creds) if creds else None)
+
+    livekit_url = r.url("LIVEKIT_URL", ("wss", "ws", "https", "http"), required=True)
+    assert livekit_url is not None
+
+    health_host = r.text("HEALTH_CHECK_HOST", "127.0.0.1") or "127.0.0.1"
+    try:
+        ipaddress.ip_address(health_host)
+    except ValueError:
+        raise ConfigError(
+            "HEALTH_CHECK_HOST", f"must be an IP address, got {health_host!r}"
+        ) from None
+
+    log_level = (r.text("LOG_LEVEL", "INFO") or "INFO").upper()
+    if log_level not in LOG_LEVELS:
+        raise ConfigError("LOG_LEVEL", f"must be one of {', '.join(LOG_LEVELS)}")
+
+    instructions = r.text("AGENT_INSTRUCTIONS_FILE", None)
+    instructions_file = Path(instructions) if instructions else None
+    if instructions_file is not None and not instructions_file.is_file():
+        raise ConfigError("AGENT_INSTRUCTIONS_FILE", f"no such file: {instructions_file}")
+
+    entrypoint = r.text("WORKER_ENTRYPOINT", "voice_worker.agent:entrypoint") or ""
+    module, _, func = entrypoint.partition(":")
+    if not module or not func:
+        raise ConfigError("WORKER_ENTRYPOINT", "must look like 'package.module:function'")
+
+    state_default = env.get("STATE_DIRECTORY", "").split(":")[0] or "state"
+    runtime = env.get("RUNTIME_DIRECTORY", "").split(":")[0]
+    metrics_default = str(Path(runtime) / "metrics") if runtime else "metrics"
+
+    prices = Prices(
+        stt_usd_per_minute=r.number("PRICE_STT_USD_PER_MINUTE", 0.0043, 0, 1000),
+        llm_usd_per_1m_input_tokens=r.number("PRICE_LLM_USD_PER_1M_INPUT_TOKENS", 0.15, 0, 1e6),
+        llm_usd_per_1m_output_tokens=r.number("PRICE_LLM_USD_PER_1M_OUTPUT_TOKENS", 0.60, 0, 1e6),
+        tts_usd_per_1m_characters=r.number("PRICE_TTS_USD_PER_1M_CHARACTERS", 40.0, 0, 1e6),
+    )
+
+    return Settings(
+        livekit_url=livekit_url,
+        livekit_api_key=r.secret("LIVEKIT_API_KEY"),
+        livekit_api_secret=r.secret("LIVEKIT_API_SECRET"),
+        deepgram_api_key=r.secret("DEEPGRAM_API_KEY"),
+        cartesia_api_key=r.secret("CARTESIA_API_KEY"),
+        openai_api_key=r.secret("OPENAI_API_KEY"),
+        deepgram_base_url=r.url("DEEPGRAM_BASE_URL", ("wss", "ws", "https", "http"), False),
+        cartesia_base_url=r.url("CARTESIA_BASE_URL", ("wss", "ws", "https", "http"), False),
+        openai_base_url=r.url("OPENAI_BASE_URL", ("https", "http"), False),
+        llm_model=r.text("LLM_MODEL", "gpt-4o-mini") or "gpt-4o-mini",
+        stt_model=r.text("STT_MODEL", "nova-3") or "nova-3",
+        stt_language=r.text("STT_LANGUAGE", "en") or "en",
+        tts_model=r.text("TTS_MODEL", "sonic-2") or "sonic-2",
+        tts_voice=r.text("TTS_VOICE", None),
+        instructions_file=instructions_file,
+        agent_name=r.text("AGENT_NAME", "") or "",
+        log_level=log_level,
+        health_host=health_host,
+        health_port=r.integer("HEALTH_CHECK_PORT", 8081, 1, 65535),
+        max_jobs=r.integer("WORKER_MAX_JOBS", 4, 1, 256),
+        idle_timeout=r.number("WORKER_IDLE_TIMEOUT", 300.0, 5, 86400),
+        drain_timeout=r.integer("WORKER_DRAIN_TIMEOUT", 600, 1, 86400),
+        reconnect_grace=r.number("WORKER_RECONNECT_GRACE", 60.0, 1, 3600),
+        num_idle_processes=r.integer("WORKER_NUM_IDLE_PROCESSES", 1, 0, 64),
+        state_dir=Path(r.text("WORKER_STATE_DIR", state_default) or state_default),
+        metrics_dir=Path(r.text("WORKER_METRICS_DIR", metrics_default) or metrics_default),
+        entrypoint=entrypoint,
+        input_max_chars=r.integer("INPUT_MAX_CHARS", 2000, 1, 100_000),
+        input_rate_per_minute=r.integer("INPUT_RATE_PER_MINUTE", 20, 1, 10_000),
+        prices=prices,
+    )

@@ -1,0 +1,249 @@
+"""The worker process: AgentServer plus systemd, health, metrics, signals and exit codes.
+
+Imported by __main__ only after PROMETHEUS_MULTIPROC_DIR is set (prometheus-client picks its
+multiprocess mode at import time). Relies on two internals of the pinned livekit-agents 1.8.9:
+`AgentServer._connecting` (True while (re)connecting) and `AgentServer._proc_pool` events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from typing import Any
+
+from livekit.agents import AgentServer
+from livekit.agents import __version__ as sdk_version
+
+# Imported here so they register in the worker process and livekit-agents preloads them in the
+# forkserver, shared copy-on-write by every job process instead of imported once per job.
+from livekit.plugins import cartesia, deepgram, openai, silero  # noqa: F401
+
+from . import jobs
+from .config import Settings
+from .health import HealthServer
+from .systemd import Notifier, run_watchdog, watchdog_interval
+
+logger = logging.getLogger("voice_worker")
+
+EX_OK = 0
+EX_UNAVAILABLE = 69  # gave up reconnecting to LiveKit
+STATE_POLL_S = 0.5
+
+
+class WorkerState:
+    """What the health endpoints, STATUS lines, gauges and the watchdog report."""
+
+    def __init__(self, settings: Settings, server: AgentServer) -> None:
+        self.settings = settings
+        self.server = server
+        self.sdk_version = sdk_version
+        self.worker_id = ""
+        self.registered_once = False
+        self.connected = False
+        self.draining = False
+        self.disconnected_since = time.monotonic()
+
+    def active_jobs(self) -> int:
+        if self.server._closed:
+            return 0
+        return len(self.server.active_jobs)
+
+    def load(self) -> float:
+        return min(self.active_jobs() / self.settings.max_jobs, 1.0)
+
+    def healthy(self) -> bool:
+        if self.connected:
+            return True
+        return time.monotonic() - self.disconnected_since < self.settings.reconnect_grace
+
+    def refresh_connection(self) -> bool | None:
+        """Re-read the connection; returns the new value when it changed."""
+        now = self.registered_once and not self.server._connecting and not self.server._closed
+        if now == self.connected:
+            return None
+        self.connected = now
+        if not now:
+            self.disconnected_since = time.monotonic()
+        return now
+
+    def status_line(self) -> str:
+        jobs_txt = f"{self.active_jobs()}/{self.settings.max_jobs} calls"
+        if self.draining:
+            return f"Draining: waiting for {self.active_jobs()} active call(s) to end"
+        if self.connected:
+            return f"Registered with LiveKit as {self.worker_id}; {jobs_txt}"
+        if not self.registered_once:
+            return "Connecting to LiveKit"
+        gone = time.monotonic() - self.disconnected_since
+        return f"Disconnected from LiveKit for {gone:.0f}s, reconnecting; {jobs_txt}"
+
+
+class JobMetrics:
+    """Job starts, ends by outcome and durations, seen from the worker process."""
+
+    def __init__(self) -> None:
+        from . import metrics as m  # after the AgentServer wiped the metrics directory
+
+        self.m = m
+        self._launched: dict[str, float] = {}
+
+    def launched(self, proc: Any) -> None:
+        job = proc.running_job
+        if job is None or job.job.id in self._launched:
+            return
+        self._launched[job.job.id] = time.monotonic()
+        self.m.JOBS_STARTED.inc()
+
+    def closed(self, proc: Any) -> None:
+        job = proc.running_job
+        if job is None or job.job.id not in self._launched:
+            return
+        started = self._launched.pop(job.job.id)
+        outcome = "success" if proc.status.value == "success" else "failed"
+        self.m.JOBS_FINISHED.labels(outcome=outcome).inc()
+        self.m.JOB_DURATION.observe(time.monotonic() - started)
+        logger.info(
+            "job ended",
+            extra={"job_id": job.job.id, "room_name": job.job.room.name, "outcome": outcome},
+        )
+
+
+def build_server(settings: Settings) -> AgentServer:
+    def load(_: AgentServer | None = None) -> float:
+        return 0.0 if server._closed else len(server.active_jobs) / settings.max_jobs
+
+    server = AgentServer(
+        ws_url=settings.livekit_url,
+        api_key=settings.livekit_api_key,
+        api_secret=settings.livekit_api_secret,
+        host="127.0.0.1",
+        port=0,  # the stock health server; ours (health.py) is the one operators use
+        drain_timeout=settings.drain_timeout,
+        num_idle_processes=settings.num_idle_processes,
+        load_fnc=load,
+        load_threshold=1.0,  # full at WORKER_MAX_JOBS, never by whole-host CPU
+        prometheus_multiproc_dir=str(settings.metrics_dir),
+        setup_fnc=jobs.prewarm,
+        preload_modules=["voice_worker.jobs"],
+        log_level=settings.log_level,
+    )
+    server.rtc_session(jobs.run_job, agent_name=settings.agent_name)
+    return server
+
+
+class Worker:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.server = build_server(settings)
+        self.state = WorkerState(settings, self.server)
+        self.notifier = Notifier()
+        self.health = HealthServer(self.state, settings.health_host, settings.health_port)
+        self._stop = asyncio.Event()
+        self._signals = 0
+        self._gauges: Any = None
+
+    def _on_signal(self, signum: int) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            logger.warning("second stop signal: exiting without waiting for calls")
+            os._exit(1)
+        logger.info("stop signal received", extra={"signal": signal.Signals(signum).name})
+        self._stop.set()
+
+    def _on_started(self) -> None:
+        from . import metrics as m
+
+        self._gauges = m
+        m.set_identity(self.settings.agent_name, self.settings.max_jobs)
+        job_metrics = JobMetrics()
+        pool = self.server._proc_pool
+        pool.on("process_job_launched", job_metrics.launched)
+        pool.on("process_closed", job_metrics.closed)
+
+    def _on_registered(self, worker_id: str, _info: Any) -> None:
+        self.state.worker_id = worker_id
+        first = not self.state.registered_once
+        self.state.registered_once = True
+        self._refresh()
+        if first:
+            self.notifier.ready(self.state.status_line())
+            logger.info("worker ready", extra={"worker_id": worker_id})
+
+    def _refresh(self) -> None:
+        changed = self.state.refresh_connection()
+        if changed is False:
+            logger.warning("lost the connection to LiveKit")
+        if self._gauges is not None:
+            g = self._gauges
+            if changed is False:
+                g.DISCONNECTS.inc()
+            g.CONNECTED.set(1 if self.state.connected else 0)
+            g.DRAINING.set(1 if self.state.draining else 0)
+            g.ACTIVE_JOBS.set(self.state.active_jobs())
+        if self.state.registered_once:
+            self.notifier.status(self.state.status_line())
+
+    async def _poll_state(self) -> None:
+        while True:
+            self._refresh()
+            await asyncio.sleep(STATE_POLL_S)
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        self.server.on("worker_started", self._on_started)
+        self.server.on("worker_registered", self._on_registered)
+        self.settings.state_dir.mkdir(parents=True, exist_ok=True)
+        await self.health.start()
+        logger.info(
+            "health endpoints listening",
+            extra={"host": self.settings.health_host, "port": self.settings.health_port},
+        )
+        helpers = [asyncio.create_task(self._poll_state(), name="state")]
+        interval = watchdog_interval()
+        if interval is not None:
+            helpers.append(
+                asyncio.create_task(
+                    run_watchdog(self.notifier, interval, self.state.healthy), name="watchdog"
+                )
+            )
+        run_task = asyncio.create_task(self.server.run(), name="agent_server")
+        stop_task = asyncio.create_task(self._stop.wait(), name="stop")
+        try:
+            await asyncio.wait({run_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+            if run_task.done():
+                return self._run_ended(run_task)
+            return await self._drain_and_close()
+        finally:
+            for task in (*helpers, stop_task):
+                task.cancel()
+            await self.health.stop()
+
+    def _run_ended(self, run_task: asyncio.Task[None]) -> int:
+        exc = run_task.exception()
+        logger.error(
+            "worker stopped: could not stay connected to LiveKit",
+            extra={"error": str(exc) if exc else "connection task ended"},
+        )
+        return EX_UNAVAILABLE
+
+    async def _drain_and_close(self) -> int:
+        self.state.draining = True
+        self.notifier.stopping(self.state.status_line())
+        self._refresh()
+        started = time.monotonic()
+        logger.info(
+            "draining",
+            extra={"active_jobs": self.state.active_jobs(), "timeout": self.settings.drain_timeout},
+        )
+        try:
+            await self.server.drain()
+            logger.info("drain complete", extra={"seconds": round(time.monotonic() - started, 1)})
+        except TimeoutError:
+            logger.warning("drain timed out; ending the remaining calls")
+        await self.server.aclose()
+        return EX_OK
