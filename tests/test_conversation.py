@@ -1,0 +1,86 @@
+"""Offline conversation tests of the bundled agent with a scripted LLM (no network, no room)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from livekit.agents import AgentSession
+from livekit.agents.testing import fake_job_context
+from prometheus_client import REGISTRY
+
+from tests.scripted_llm import ScriptedLLM, ToolCall
+from voice_worker.agent import VoiceAssistant, load_instructions
+from voice_worker.config import load_settings
+from voice_worker.jobs import JobRuntime
+
+
+@pytest.fixture
+def settings(worker_env: dict[str, str], tmp_path: Path):
+    instructions = tmp_path / "instructions.txt"
+    instructions.write_text("You are the front desk of the Harbor Hotel. Be brief.\n")
+    (tmp_path / "state").mkdir()
+    return load_settings({**worker_env, "AGENT_INSTRUCTIONS_FILE": str(instructions)})
+
+
+def _tokens(direction: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "voice_worker_llm_tokens_total", {"provider": "scripted", "direction": direction}
+    )
+    return value or 0.0
+
+
+async def test_assistant_answers_with_the_configured_instructions(settings) -> None:
+    model = ScriptedLLM(["Welcome to the Harbor Hotel, how can I help?"])
+    async with AgentSession(llm=model) as session:
+        await session.start(VoiceAssistant(load_instructions(settings)))
+        result = await session.run(user_input="Hi, is anyone there?")
+
+        result.expect.next_event().is_message(role="assistant")
+        result.expect.no_more_events()
+
+    messages = [i for i in model.requests[0].items if i.type == "message"]
+    assert messages[0].role == "system"
+    assert "Harbor Hotel" in (messages[0].text_content or "")
+    assert any(m.role == "user" and "anyone there" in (m.text_content or "") for m in messages)
+
+
+async def test_built_in_instructions_are_used_without_a_file(worker_env) -> None:
+    text = load_instructions(load_settings(worker_env))
+    assert "voice assistant" in text
+
+
+async def test_goodbye_ends_the_call_and_records_the_session(settings) -> None:
+    model = ScriptedLLM([ToolCall("end_call"), "Goodbye, and thanks for calling."])
+    input_before = _tokens("input")
+    with fake_job_context(job_id="job-goodbye") as ctx:
+        shutdown_reasons: list[str] = []
+        ctx._on_shutdown = shutdown_reasons.append
+        runtime = JobRuntime(ctx, settings, vad=None)
+        async with AgentSession(llm=model) as session:
+            runtime.watch(session)
+            await session.start(VoiceAssistant(load_instructions(settings), runtime))
+            result = await session.run(user_input="That's all, bye!")
+
+            result.expect.next_event().is_function_call(name="end_call")
+            result.expect.next_event().is_function_call_output()
+            result.expect.next_event().is_message(role="assistant")
+            result.expect.no_more_events()
+
+        assert runtime.end_reason == "caller ended the call"
+        assert shutdown_reasons == ["caller ended the call"]
+        await runtime.save_record("job shutdown")
+
+    # two LLM requests of 50 prompt tokens each reached the metrics and the session total
+    assert runtime.usage.total.llm_input_tokens == 100
+    assert _tokens("input") - input_before == 100
+    assert runtime.usage.total.estimated_cost_usd > 0
+
+    lines = (settings.state_dir / "sessions.jsonl").read_text().splitlines()
+    record = json.loads(lines[-1])
+    assert record["job_id"] == "job-goodbye"
+    assert record["turns"] == 1
+    assert record["reason"] == "caller ended the call"
+    assert record["usage"]["llm_input_tokens"] == 100
+    assert record["duration_s"] >= 0
