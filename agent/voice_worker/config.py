@@ -67,6 +67,7 @@ class Settings:
     idle_timeout: float = 300.0
     drain_timeout: int = 600
     reconnect_grace: float = 60.0
+    max_retry: int = 16
     num_idle_processes: int = 1
     state_dir: Path = Path("state")
     metrics_dir: Path = Path("metrics")
@@ -226,6 +227,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         idle_timeout=r.number("WORKER_IDLE_TIMEOUT", 300.0, 5, 86400),
         drain_timeout=r.integer("WORKER_DRAIN_TIMEOUT", 600, 1, 86400),
         reconnect_grace=r.number("WORKER_RECONNECT_GRACE", 60.0, 1, 3600),
+        max_retry=r.integer("LIVEKIT_MAX_RETRY", 16, 0, 1000),
         num_idle_processes=r.integer("WORKER_NUM_IDLE_PROCESSES", 1, 0, 64),
         state_dir=Path(r.text("WORKER_STATE_DIR", state_default) or state_default),
         metrics_dir=Path(r.text("WORKER_METRICS_DIR", metrics_default) or metrics_default),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -27,8 +28,11 @@ def _metrics_registry() -> CollectorRegistry:
 
 
 class HealthServer:
-    def __init__(self, state: WorkerState, host: str, port: int) -> None:
+    def __init__(
+        self, state: WorkerState, host: str, port: int, on_scrape: Callable[[], None]
+    ) -> None:
         self.state = state
+        self._on_scrape = on_scrape
         self.host = host
         self.port = port
         self._registry = _metrics_registry()
@@ -73,6 +77,7 @@ class HealthServer:
         return self._json(200, "ready")
 
     async def metrics(self, _: web.Request) -> web.Response:
+        self._on_scrape()  # gauges exact at scrape time, not as of the last poll
         body = generate_latest(self._registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -14,7 +14,14 @@ from pythonjsonlogger.json import JsonFormatter
 
 REDACTED = "[REDACTED]"
 # livekit-agents names the room "room"; operators search for room_name.
-_RENAMES = {"asctime": "timestamp", "levelname": "level", "name": "logger", "room": "room_name"}
+# process_id is the OS pid of the process that logged (a job process's own pid for job logs).
+_RENAMES = {
+    "asctime": "timestamp",
+    "levelname": "level",
+    "name": "logger",
+    "process": "process_id",
+    "room": "room_name",
+}
 
 
 class RedactingJsonFormatter(JsonFormatter):
@@ -22,7 +29,7 @@ class RedactingJsonFormatter(JsonFormatter):
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__(
-            "{asctime}{levelname}{name}{message}",
+            "{asctime}{levelname}{name}{process}{message}",
             style="{",
             rename_fields=_RENAMES,
             timestamp=False,
@@ -47,6 +54,7 @@ def setup_logging(level: str, secrets: Iterable[str] = ()) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    logging.captureWarnings(True)  # library warnings as JSON lines too, not bare stderr
     # third-party chatter at DEBUG would bury the worker's own lines
     for noisy in ("asyncio", "websockets", "aiohttp.access", "urllib3"):
         logging.getLogger(noisy).setLevel(max(logging.getLevelName(level), logging.INFO))

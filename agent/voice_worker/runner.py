@@ -59,6 +59,12 @@ class WorkerState:
             return True
         return time.monotonic() - self.disconnected_since < self.settings.reconnect_grace
 
+    def registered(self, worker_id: str) -> None:
+        # emitted from inside the register handling, before `_connecting` is cleared
+        self.worker_id = worker_id
+        self.registered_once = True
+        self.connected = True
+
     def refresh_connection(self) -> bool | None:
         """Re-read the connection; returns the new value when it changed."""
         now = self.registered_once and not self.server._connecting and not self.server._closed
@@ -122,6 +128,7 @@ def build_server(settings: Settings) -> AgentServer:
         host="127.0.0.1",
         port=0,  # the stock health server; ours (health.py) is the one operators use
         drain_timeout=settings.drain_timeout,
+        max_retry=settings.max_retry,
         num_idle_processes=settings.num_idle_processes,
         load_fnc=load,
         load_threshold=1.0,  # full at WORKER_MAX_JOBS, never by whole-host CPU
@@ -140,7 +147,9 @@ class Worker:
         self.server = build_server(settings)
         self.state = WorkerState(settings, self.server)
         self.notifier = Notifier()
-        self.health = HealthServer(self.state, settings.health_host, settings.health_port)
+        self.health = HealthServer(
+            self.state, settings.health_host, settings.health_port, self._refresh
+        )
         self._stop = asyncio.Event()
         self._signals = 0
         self._gauges: Any = None
@@ -164,10 +173,9 @@ class Worker:
         pool.on("process_closed", job_metrics.closed)
 
     def _on_registered(self, worker_id: str, _info: Any) -> None:
-        self.state.worker_id = worker_id
         first = not self.state.registered_once
-        self.state.registered_once = True
-        self._refresh()
+        self.state.registered(worker_id)
+        self._update_gauges()
         if first:
             self.notifier.ready(self.state.status_line())
             logger.info("worker ready", extra={"worker_id": worker_id})
@@ -176,10 +184,15 @@ class Worker:
         changed = self.state.refresh_connection()
         if changed is False:
             logger.warning("lost the connection to LiveKit")
+            if self._gauges is not None:
+                self._gauges.DISCONNECTS.inc()
+        elif changed is True:
+            logger.info("connection to LiveKit restored")
+        self._update_gauges()
+
+    def _update_gauges(self) -> None:
         if self._gauges is not None:
             g = self._gauges
-            if changed is False:
-                g.DISCONNECTS.inc()
             g.CONNECTED.set(1 if self.state.connected else 0)
             g.DRAINING.set(1 if self.state.draining else 0)
             g.ACTIVE_JOBS.set(self.state.active_jobs())
