@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -391,10 +392,9 @@ async def test_job_status_and_termination_are_recorded(lk: Any, connect: Any) ->
 async def test_drop_refuse_reconnect_and_migrate(
     lk: Any, connect: Any, session: aiohttp.ClientSession
 ) -> None:
-    loop = asyncio.get_running_loop()
     old = await connect(auto_accept=True)
     job = await lk.dispatch("room-m")
-    t0 = loop.time()
+    t0 = time.monotonic()  # the event clock `t`
     assert lk.min_available_workers(t0) == 1
 
     lk.refuse_connections()
@@ -420,7 +420,7 @@ async def test_drop_refuse_reconnect_and_migrate(
     assert mig["from_worker_id"] == old.worker_id
 
     assert lk.min_available_workers(t0) == 0  # the window covers the outage
-    assert lk.min_available_workers(loop.time()) == 1
+    assert lk.min_available_workers(time.monotonic()) == 1
 
 
 async def test_refuse_for_a_duration_lifts_by_itself(lk: Any, connect: Any) -> None:
@@ -476,8 +476,10 @@ async def test_http_control_api(lk: Any, connect: Any, session: aiohttp.ClientSe
     async with session.post(f"{base}/dispatch", json={"metadata": "no room"}) as r:
         assert r.status == 400
 
-    async with session.get(f"{base}/workers") as r:
+    async with session.get(f"{base}/workers", params={"connected": "1", "agent_name": "http"}) as r:
         assert [x["id"] for x in await r.json()] == [w.worker_id]
+    async with session.get(f"{base}/workers", params={"connected": "0"}) as r:
+        assert await r.json() == []
     async with session.get(f"{base}/jobs/{job['id']}") as r:
         assert (await r.json())["room"] == "r-http"
 
@@ -574,6 +576,14 @@ async def test_cli_runs_logs_and_exits_cleanly_on_sigterm(
     assert kinds[0] == "server_started" and kinds[-1] == "server_stopped"
     assert "worker_registered" in kinds and "worker_disconnected" in kinds
 
+    # a restart on the same events file continues the numbering (jobs migrate by id)
+    async with LoopbackLiveKit(API_KEY, API_SECRET, events_file=events_file) as lk2:
+        w = ProtoWorker(lk2, session, auto_accept=True)
+        await w.connect()
+        assert w.worker_id == "AW_2"
+        assert (await lk2.dispatch("after-restart"))["id"] == "AJ_1"  # no job before
+        await w.close()
+
 
 # ---- a real livekit-agents worker -----------------------------------------------------------
 
@@ -594,6 +604,7 @@ async def test_real_agent_server_runs_a_job_to_success(
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("LIVEKIT_AGENT_NAME_OVERRIDE", raising=False)
+    env_before = set(os.environ)  # run() may also add SSL_CERT_FILE: removed again below
 
     server = AgentServer(
         ws_url=lk.url,
@@ -630,6 +641,8 @@ async def test_real_agent_server_runs_a_job_to_success(
         await server.aclose()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(run, 30)
+        for name in set(os.environ) - env_before:
+            del os.environ[name]
     await lk.wait_for(lambda: not lk.connected_workers(), timeout=10)
     (gone,) = lk.events_of("worker_disconnected")
     assert gone["reason"] == "closed_by_worker"

@@ -137,9 +137,12 @@ async def test_sigterm_drains_the_running_call_then_exits_0(lk, worker_factory):
     assert (code, body["status"], body["draining"]) == (503, "draining", True)
     assert await w.metric("voice_worker_draining") == 1
 
-    refused = await lk.dispatch("room-late", metadata=json.dumps({"hold_seconds": 1}))
-    assert refused["status"] == "unassigned"
-    assert refused["worker_id"] is None
+    # the server does not offer work to a full worker; offered anyway, the worker refuses it
+    late = await lk.dispatch("room-late", metadata=json.dumps({"hold_seconds": 1}))
+    assert (late["status"], late["unassigned_reason"]) == ("unassigned", "no_worker_available")
+    offered = await lk.dispatch("room-late-2", json.dumps({"hold_seconds": 1}), offer_to_full=True)
+    assert offered["status"] == "unassigned"
+    assert offered["refused_by"] == [worker_id]
 
     rc = await w.wait_exit(timeout=60)
     ended = lk.jobs[job["id"]]
