@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,7 @@ from livekit.agents.testing import fake_job_context
 from prometheus_client import REGISTRY
 
 from tests.scripted_llm import ScriptedLLM, ToolCall
-from voice_worker.agent import VoiceAssistant, load_instructions
+from voice_worker.agent import VoiceAssistant, build_session, load_instructions
 from voice_worker.config import load_settings
 from voice_worker.jobs import JobRuntime
 
@@ -84,3 +86,29 @@ async def test_goodbye_ends_the_call_and_records_the_session(settings) -> None:
     assert record["reason"] == "caller ended the call"
     assert record["usage"]["llm_input_tokens"] == 100
     assert record["duration_s"] >= 0
+
+
+async def test_silent_caller_ends_the_session_after_the_idle_timeout(worker_env) -> None:
+    # the real pipeline (providers pointed at a closed loopback port; none is called here)
+    env = {
+        **worker_env,
+        "WORKER_IDLE_TIMEOUT": "5",
+        "DEEPGRAM_BASE_URL": "http://127.0.0.1:9/v1/listen",
+        "CARTESIA_BASE_URL": "http://127.0.0.1:9",
+        "OPENAI_BASE_URL": "http://127.0.0.1:9/v1",
+    }
+    settings = load_settings(env)
+    with fake_job_context(job_id="job-idle") as ctx:
+        reasons: list[str] = []
+        ended = asyncio.Event()
+        ctx._on_shutdown = lambda r: (reasons.append(r), ended.set())
+        runtime = JobRuntime(ctx, settings, vad=None)
+        session = build_session(settings, vad=None, llm_model=ScriptedLLM([]))
+        runtime.watch(session)
+        started = time.monotonic()
+        await session.start(VoiceAssistant(load_instructions(settings), runtime))
+        await asyncio.wait_for(ended.wait(), timeout=30)
+        waited = time.monotonic() - started
+        await session.aclose()
+    assert reasons == ["caller idle for 5s"]
+    assert 4.5 <= waited < 15

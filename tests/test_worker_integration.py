@@ -81,6 +81,7 @@ async def test_ready_health_and_metrics_follow_registration_and_jobs(lk, worker_
     assert (code, body["active_jobs"]) == (200, 1)
     assert await w.metric("voice_worker_active_jobs") == 1
     assert await w.metric("voice_worker_jobs_started_total") == 1
+    assert await w.metric("lk_agents_active_job_count") == 1  # stock metric, from the job process
 
     await lk.wait_for(lambda: lk.jobs[job["id"]]["status"] == "success", 30)
     await _poll_until(w, "/", lambda c, b: b["active_jobs"] == 0)
