@@ -75,3 +75,6 @@ INPUTS_RATE_LIMITED = Counter(
 def set_identity(agent_name: str, max_jobs: int) -> None:
     INFO.labels(version=__version__, agent_name=agent_name).set(1)
     MAX_JOBS.set(max_jobs)
+    # Both outcomes exist from the start, so rate() sees the first failure (alert rules).
+    for outcome in ("success", "failed"):
+        JOBS_FINISHED.labels(outcome=outcome)
