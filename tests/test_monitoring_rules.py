@@ -507,3 +507,18 @@ def test_node_exporter_ip_allow_list(tmp_path):
         "10.213.0.13",
         "fd00::/64",
     ]
+
+
+@pytest.mark.parametrize("role", ["node_exporter", "prometheus", "metrics_firewall"])
+def test_role_variables_are_documented(role):
+    """defaults/main.yml, meta/argument_specs.yml and README.md agree on every variable."""
+    defaults = yaml.safe_load((ROLES / role / "defaults" / "main.yml").read_text())
+    specs = yaml.safe_load((ROLES / role / "meta" / "argument_specs.yml").read_text())
+    options = specs["argument_specs"]["main"]["options"]
+    readme = (ROLES / role / "README.md").read_text()
+    assert set(defaults) == set(options)
+    for name, value in defaults.items():
+        assert name.startswith(f"{role}_"), name
+        assert options[name].get("default") == value, name
+        assert options[name].get("description"), name
+        assert f"`{name}`" in readme, name
