@@ -6,7 +6,9 @@ the worker's real state (runner.WorkerState).
 
 from __future__ import annotations
 
+import glob
 import json
+import os
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -21,9 +23,25 @@ if TYPE_CHECKING:
     from .runner import WorkerState
 
 
+class _SettledFilesCollector(MultiProcessCollector):
+    """MultiProcessCollector that skips value files a starting process has created but not
+    yet sized: reading one raises struct.error and turned a scrape into a 500 (seen in tests).
+    Such a file holds no values yet, so nothing is lost."""
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        files = []
+        for path in glob.glob(os.path.join(self._path, "*.db")):
+            try:
+                if os.path.getsize(path) >= 8:
+                    files.append(path)
+            except OSError:  # removed by livekit-agents' cleanup meanwhile
+                continue
+        return self.merge(files, accumulate=True)
+
+
 def _metrics_registry() -> CollectorRegistry:
     registry = CollectorRegistry()
-    MultiProcessCollector(registry)
+    _SettledFilesCollector(registry)
     return registry
 
 
