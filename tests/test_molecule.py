@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import ROOT
 from tests.test_lint import BIN
 
-SCENARIOS = ["default", "monitoring"]
+SCENARIOS = ["default", "monitoring", "rolling"]
 
 
 @pytest.mark.lab
