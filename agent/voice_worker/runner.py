@@ -33,6 +33,11 @@ EX_UNAVAILABLE = 69  # gave up reconnecting to LiveKit
 STATE_POLL_S = 0.5
 
 
+def job_load(server: AgentServer, max_jobs: int) -> float:
+    """The worker's load: its own running jobs against WORKER_MAX_JOBS."""
+    return 0.0 if server._closed else len(server.active_jobs) / max_jobs
+
+
 class WorkerState:
     """What the health endpoints, STATUS lines, gauges and the watchdog report."""
 
@@ -52,7 +57,7 @@ class WorkerState:
         return len(self.server.active_jobs)
 
     def load(self) -> float:
-        return min(self.active_jobs() / self.settings.max_jobs, 1.0)
+        return min(job_load(self.server, self.settings.max_jobs), 1.0)
 
     def healthy(self) -> bool:
         if self.connected:
@@ -119,7 +124,7 @@ class JobMetrics:
 
 def build_server(settings: Settings) -> AgentServer:
     def load(_: AgentServer | None = None) -> float:
-        return 0.0 if server._closed else len(server.active_jobs) / settings.max_jobs
+        return job_load(server, settings.max_jobs)
 
     server = AgentServer(
         ws_url=settings.livekit_url,
@@ -229,7 +234,10 @@ class Worker:
         try:
             await asyncio.wait({run_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
             if run_task.done():
-                return self._run_ended(run_task)
+                code = self._run_ended(run_task)
+                # close the job processes and the forkserver too, or exiting can hang on them
+                await self.server.aclose()
+                return code
             return await self._drain_and_close()
         finally:
             for task in (*helpers, stop_task):
