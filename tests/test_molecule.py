@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import ROOT
 from tests.test_lint import BIN
 
-SCENARIOS = ["default", "monitoring", "rolling"]
+SCENARIOS = ["default", "monitoring", "rolling", "bluegreen"]
 
 
 @pytest.mark.lab

@@ -12,6 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 UNIT = ROOT / "files/systemd/livekit-voice-worker.service"
 NAME = "livekit-voice-worker.service"
+COLOUR_DROPIN = ROOT / "files/systemd/livekit-voice-worker@.service.d/30-colour.conf"
 
 
 @pytest.fixture()
@@ -28,12 +29,27 @@ def root(tmp_path: Path) -> Path:
     shutil.copy(UNIT, etc / NAME)
     # what roles/voice_worker/templates/10-host.conf.j2 renders for the defaults
     (etc / f"{NAME}.d/10-host.conf").write_text("[Service]\nTimeoutStopSec=630\nMemoryMax=1412M\n")
+    # blue_green mode: the same file as the template, plus the colour drop-in
+    template = "livekit-voice-worker@.service"
+    (etc / f"{template}.d").mkdir()
+    shutil.copy(UNIT, etc / template)
+    shutil.copy(etc / f"{NAME}.d/10-host.conf", etc / f"{template}.d/10-host.conf")
+    shutil.copy(COLOUR_DROPIN, etc / f"{template}.d/30-colour.conf")
+    for colour in ("blue", "green"):
+        exe = tmp_path / f"opt/livekit-voice-worker/{colour}/bin/livekit-voice-worker"
+        exe.parent.mkdir(parents=True)
+        exe.write_text("#!/bin/sh\n")
+        exe.chmod(0o755)
     return tmp_path
 
 
-def test_unit_verifies_without_any_message(root: Path) -> None:
+UNITS = [NAME, "livekit-voice-worker@blue.service", "livekit-voice-worker@green.service"]
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_unit_verifies_without_any_message(root: Path, unit: str) -> None:
     proc = subprocess.run(
-        ["systemd-analyze", "verify", f"--root={root}", NAME],
+        ["systemd-analyze", "verify", f"--root={root}", unit],
         capture_output=True,
         text=True,
         check=False,
@@ -41,9 +57,10 @@ def test_unit_verifies_without_any_message(root: Path) -> None:
     assert proc.returncode == 0 and proc.stdout + proc.stderr == "", proc.stdout + proc.stderr
 
 
-def test_unit_security_exposure_at_most_2(root: Path) -> None:
+@pytest.mark.parametrize("unit", UNITS)
+def test_unit_security_exposure_at_most_2(root: Path, unit: str) -> None:
     proc = subprocess.run(
-        ["systemd-analyze", "security", "--offline=yes", f"--root={root}", "--no-pager", NAME],
+        ["systemd-analyze", "security", "--offline=yes", f"--root={root}", "--no-pager", unit],
         capture_output=True,
         text=True,
         check=False,
@@ -67,3 +84,15 @@ def test_unit_drains_and_keeps_secrets_out() -> None:
         assert re.search(rf"^{re.escape(line)}$", text, re.M), line
     assert not re.search(r"^Environment=.*(KEY|SECRET)", text, re.M)
     assert len(re.findall(r"^LoadCredential=", text, re.M)) == 5
+
+
+def test_colour_dropin_separates_every_per_instance_path() -> None:
+    """Two colours run side by side: nothing one of them writes, wipes or removes may be shared."""
+    text = COLOUR_DROPIN.read_text()
+    for key in ("StateDirectory", "RuntimeDirectory", "CacheDirectory", "ExecStart"):
+        # reset first, then one value that contains the instance name
+        values = re.findall(rf"^{key}=(.*)$", text, re.M)
+        assert values[0] == "" and len(values) == 2 and "%i" in values[1], (key, values)
+    for var in ("HOME", "XDG_CACHE_HOME"):
+        assert re.search(rf"^Environment={var}=\S*%i", text, re.M), var
+    assert re.search(r"^EnvironmentFile=\S*%i\.env$", text, re.M)
