@@ -20,6 +20,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 DASHBOARD = REPO / "files" / "grafana" / "voice-fleet-dashboard.json"
@@ -201,3 +202,126 @@ def test_dashboard_uses_only_contract_metrics():
         )
     }
     assert used - contract == set()
+
+
+# --- blue/green hosts: two voice_worker targets (colour blue/green), one normally down -------
+
+
+def panel_expr(title: str) -> str:
+    (p,) = [p for p in panels(load()) if p["title"] == title]
+    return concrete(p["targets"][0]["expr"])
+
+
+def test_blue_green_panels_count_hosts_and_template_units(tmp_path):
+    """promtool evaluates the panels on a single-mode host (down) and two blue/green hosts.
+
+    bg1 runs blue with green stopped (down by design, not a down host); bg2 has neither colour
+    up. Restarts and unit state must include livekit-voice-worker@green.service.
+    """
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool not found: install Debian's prometheus package")
+
+    def up(host: str, port: int, colour: str | None, values: str) -> dict:
+        colour_label = f', colour="{colour}"' if colour else ""
+        return {
+            "series": f'up{{job="voice_worker", instance="{host}:{port}", host="{host}"'
+            f"{colour_label}}}",
+            "values": values,
+        }
+
+    def unit(metric: str, host: str, name: str, values: str, state: str | None = None) -> dict:
+        state_label = f', state="{state}"' if state else ""
+        return {
+            "series": f'{metric}{{job="node", instance="{host}:9100", host="{host}", '
+            f'name="{name}"{state_label}}}',
+            "values": values,
+        }
+
+    tests = {
+        "rule_files": [],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    up("agent1", 8081, None, "0x70"),
+                    up("bg1", 8081, "blue", "1x70"),
+                    up("bg1", 8082, "green", "0x70"),
+                    up("bg2", 8081, "blue", "0x70"),
+                    up("bg2", 8082, "green", "0x70"),
+                    unit(
+                        "node_systemd_service_restart_total",
+                        "bg1",
+                        "livekit-voice-worker@green.service",
+                        "0 0 1 2 3x70",
+                    ),
+                    unit(
+                        "node_systemd_service_restart_total",
+                        "bg1",
+                        "livekit-voice-worker@blue.service",
+                        "0x70",
+                    ),
+                    unit(
+                        "node_systemd_service_restart_total",
+                        "bg1",
+                        "prometheus-node-exporter.service",
+                        "0 5 10x70",
+                    ),
+                    unit(
+                        "node_systemd_unit_state",
+                        "bg1",
+                        "livekit-voice-worker@blue.service",
+                        "1x70",
+                        "active",
+                    ),
+                    unit(
+                        "node_systemd_unit_state",
+                        "bg1",
+                        "livekit-voice-worker@green.service",
+                        "1x70",
+                        "inactive",
+                    ),
+                ],
+                "promql_expr_test": [
+                    {
+                        # agent1 and bg2; not bg1, whose standby green is down by design
+                        "expr": panel_expr("Hosts with no worker up"),
+                        "eval_time": "60m",
+                        "exp_samples": [{"labels": "{}", "value": 2}],
+                    },
+                    {
+                        # 3 restarts of @green within the hour, none of the exporter counted
+                        "expr": f"round({panel_expr('Worker restarts by systemd (per hour)')})",
+                        "eval_time": "60m",
+                        "exp_samples": [{"labels": '{host="bg1"}', "value": 3}],
+                    },
+                    {
+                        # one row per colour, each in its own state
+                        "expr": panel_expr("Worker unit state"),
+                        "eval_time": "60m",
+                        "exp_samples": [
+                            {
+                                "labels": '{host="bg1", name="livekit-voice-worker@blue.service",'
+                                ' state="active"}',
+                                "value": 1,
+                            },
+                            {
+                                "labels": '{host="bg1", name="livekit-voice-worker@green.service",'
+                                ' state="inactive"}',
+                                "value": 1,
+                            },
+                        ],
+                    },
+                ],
+            }
+        ],
+    }
+    (tmp_path / "panels_test.yml").write_text(yaml.safe_dump(tests, sort_keys=False))
+    proc = subprocess.run(
+        [promtool, "test", "rules", "panels_test.yml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr

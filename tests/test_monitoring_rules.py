@@ -162,13 +162,236 @@ def test_promtool_check_rules(rendered):
     assert "SUCCESS" in proc.stdout
 
 
-def unit_test(rules_text: str, workdir: Path) -> subprocess.CompletedProcess:
+# --- blue_green hosts (voice_worker_deployment_mode: blue_green) ------------------------------
+# Two targets per host, colour="blue" (:8081) and colour="green" (:8082); normally only one colour
+# runs, so the other target is down by design. promtool tests of what that changes, run next to
+# files/prometheus/tests/*.yml by unit_test() (and alone by the blue/green mutation tests below).
+BLUE_GREEN_TESTS_NAME = "voice_fleet_blue_green_test.yml"
+
+
+def series(metric: str, labels: dict[str, str], values: str) -> dict:
+    """One promtool input series: metric{labels} with values."""
+    inner = ", ".join(f'{k}="{v}"' for k, v in labels.items())
+    return {"series": f"{metric}{{{inner}}}", "values": values}
+
+
+def worker(host: str, port: int, colour: str | None = None) -> dict[str, str]:
+    """Labels of a voice_worker target as the prometheus role's file_sd gives them."""
+    address = {"agent1": "10.213.0.11"}.get(host, f"10.213.0.{20 + int(host[-1])}")
+    labels = {"job": "voice_worker", "instance": f"{address}:{port}", "host": host}
+    if colour:
+        labels["colour"] = colour
+    return labels
+
+
+def node(host: str, unit: str) -> dict[str, str]:
+    address = f"10.213.0.{20 + int(host[-1])}"
+    return {"job": "node", "instance": f"{address}:9100", "host": host, "name": unit}
+
+
+RUNBOOK = "docs/monitoring.md#"
+AGENT1_DOWN = {
+    "exp_labels": {"severity": "critical", **worker("agent1", 8081)},
+    "exp_annotations": {
+        "summary": "Voice worker on agent1 is not answering /metrics",
+        "description": "Prometheus could not scrape 10.213.0.11:8081 for 2m: the worker is "
+        "stopped, crashed, or its health port is unreachable.",
+        "runbook_url": RUNBOOK + "voiceworkerdown",
+    },
+}
+BG3_DOWN = {
+    "exp_labels": {"severity": "critical", "job": "voice_worker", "host": "bg3"},
+    "exp_annotations": {
+        "summary": "Voice worker on bg3 is not answering /metrics",
+        "description": "Neither colour of the blue/green worker on bg3 "
+        "(livekit-voice-worker@blue.service, livekit-voice-worker@green.service) has answered "
+        "/metrics for 2m: both are stopped, crashed, or their health ports are unreachable "
+        "(one stopped colour is normal).",
+        "runbook_url": RUNBOOK + "voiceworkerdown",
+    },
+}
+
+
+def capacity_series(host: str, port: int, colour: str | None, active, slots, draining) -> list:
+    labels = worker(host, port, colour)
+    return [
+        series("voice_worker_active_jobs", labels, f"{active}x10"),
+        series("voice_worker_max_jobs", labels, f"{slots}x10"),
+        series("voice_worker_connected", labels, "1x10"),
+        series("voice_worker_draining", labels, f"{draining}x10"),
+    ]
+
+
+BLUE_GREEN_RULE_TESTS = {
+    "rule_files": [RULES_NAME],
+    "evaluation_interval": "1m",
+    "tests": [
+        # VoiceWorkerDown, for 2m: a blue_green host fires once (host label, no instance) only
+        # when neither colour is up; the stopped standby colour, a switch with overlap and a
+        # switch with a 1-minute gap (shorter than for:) stay silent; a single-mode host fires
+        # as before.
+        {
+            "name": "VoiceWorkerDown on blue/green hosts",
+            "interval": "1m",
+            "input_series": [
+                # single mode: down from 2m
+                series("up", worker("agent1", 8081), "1 1 0x14"),
+                # switch blue -> green with overlap (both up 3m..5m)
+                series("up", worker("bg1", 8081, "blue"), "1x5 0x10"),
+                series("up", worker("bg1", 8082, "green"), "0 0 0 1x13"),
+                # blue runs, green is the stopped standby all along
+                series("up", worker("bg2", 8081, "blue"), "1x16"),
+                series("up", worker("bg2", 8082, "green"), "0x16"),
+                series(
+                    "up", {"job": "node", "instance": "10.213.0.22:9100", "host": "bg2"}, "0x16"
+                ),
+                # both colours down from 2m, green back at 10m
+                series("up", worker("bg3", 8081, "blue"), "1 1 0x14"),
+                series("up", worker("bg3", 8082, "green"), "0x9 1x6"),
+                # switch with a gap: blue stops at 5m, green up at 6m (both down for 1m only)
+                series("up", worker("bg4", 8081, "blue"), "1x4 0x11"),
+                series("up", worker("bg4", 8082, "green"), "0x5 1x10"),
+            ],
+            "alert_rule_test": [
+                {"eval_time": "3m", "alertname": "VoiceWorkerDown", "exp_alerts": []},
+                {
+                    "eval_time": "6m",
+                    "alertname": "VoiceWorkerDown",
+                    "exp_alerts": [AGENT1_DOWN, BG3_DOWN],
+                },
+                {"eval_time": "12m", "alertname": "VoiceWorkerDown", "exp_alerts": [AGENT1_DOWN]},
+            ],
+        },
+        # VoiceWorkerNotRegistered stays per target: the running colour that is not registered
+        # fires (with its colour); a stopped standby colour (up 0, no worker metrics) does not.
+        {
+            "name": "VoiceWorkerNotRegistered on blue/green hosts",
+            "interval": "1m",
+            "input_series": [
+                series("up", worker("bg1", 8081, "blue"), "1x15"),
+                series("voice_worker_connected", worker("bg1", 8081, "blue"), "1 1 0x13"),
+                series("up", worker("bg1", 8082, "green"), "0x15"),
+                series("up", worker("bg2", 8081, "blue"), "0x15"),
+                series("up", worker("bg2", 8082, "green"), "1x15"),
+                series("voice_worker_connected", worker("bg2", 8082, "green"), "1x15"),
+            ],
+            "alert_rule_test": [
+                {
+                    "eval_time": "8m",
+                    "alertname": "VoiceWorkerNotRegistered",
+                    "exp_alerts": [
+                        {
+                            "exp_labels": {"severity": "critical", **worker("bg1", 8081, "blue")},
+                            "exp_annotations": {
+                                "summary": "Voice worker on bg1 is running but not registered "
+                                "with LiveKit",
+                                "description": "10.213.0.21:8081 has reported "
+                                "voice_worker_connected=0 for 5m: it takes no calls (LiveKit "
+                                "URL, keys or network).",
+                                "runbook_url": RUNBOOK + "voiceworkernotregistered",
+                            },
+                        }
+                    ],
+                },
+            ],
+        },
+        # VoiceWorkerRestartingRepeatedly matches the template instances: 4 restarts of @green
+        # fire (naming that unit); 1 restart of @blue and 10 of another unit with the same
+        # prefix do not.
+        {
+            "name": "VoiceWorkerRestartingRepeatedly for livekit-voice-worker@green.service",
+            "interval": "1m",
+            "input_series": [
+                series(
+                    "node_systemd_service_restart_total",
+                    node("bg1", "livekit-voice-worker@green.service"),
+                    "0 0 1 2 3 4 4x30",
+                ),
+                series(
+                    "node_systemd_service_restart_total",
+                    node("bg1", "livekit-voice-worker@blue.service"),
+                    "0 0 1 1x30",
+                ),
+                series(
+                    "node_systemd_service_restart_total",
+                    node("bg2", "livekit-voice-worker-canary.service"),
+                    "0 0+2x5 10x30",
+                ),
+            ],
+            "alert_rule_test": [
+                {
+                    "eval_time": "2m",
+                    "alertname": "VoiceWorkerRestartingRepeatedly",
+                    "exp_alerts": [],
+                },
+                {
+                    "eval_time": "10m",
+                    "alertname": "VoiceWorkerRestartingRepeatedly",
+                    "exp_alerts": [
+                        {
+                            "exp_labels": {
+                                "severity": "warning",
+                                **node("bg1", "livekit-voice-worker@green.service"),
+                            },
+                            "exp_annotations": {
+                                "summary": "livekit-voice-worker@green.service on bg1 keeps "
+                                "restarting",
+                                "description": "systemd restarted "
+                                "livekit-voice-worker@green.service 4 times in 15m (threshold "
+                                "3): see journalctl -u livekit-voice-worker@green.service.",
+                                "runbook_url": RUNBOOK + "voiceworkerrestartingrepeatedly",
+                            },
+                        }
+                    ],
+                },
+            ],
+        },
+        # Capacity during a switch: the old colour (draining) is left out, the new one counts:
+        # the two colours of one host are told apart by instance. 1 (green) + 2 (agent1) active
+        # of 4 + 4 slots.
+        {
+            "name": "Capacity during a blue/green switch",
+            "interval": "1m",
+            "input_series": [
+                *capacity_series("bg1", 8081, "blue", active=2, slots=4, draining=1),
+                *capacity_series("bg1", 8082, "green", active=1, slots=4, draining=0),
+                *capacity_series("agent1", 8081, None, active=2, slots=4, draining=0),
+            ],
+            "promql_expr_test": [
+                {
+                    "expr": name,
+                    "eval_time": "5m",
+                    "exp_samples": [{"labels": name, "value": value}],
+                }
+                for name, value in (
+                    ("voice_fleet:jobs_active:sum", 3),
+                    ("voice_fleet:jobs_max:sum", 8),
+                    ("voice_fleet:capacity_used:ratio", 0.375),
+                )
+            ],
+        },
+    ],
+}
+
+
+def rule_test_files() -> dict[str, str]:
+    files = {test.name: test.read_text() for test in RULE_TESTS}
+    files[BLUE_GREEN_TESTS_NAME] = yaml.safe_dump(BLUE_GREEN_RULE_TESTS, sort_keys=False)
+    return files
+
+
+def unit_test(
+    rules_text: str, workdir: Path, only: list[str] | None = None
+) -> subprocess.CompletedProcess:
+    """promtool test rules with rules_text as the rules: every test file, or only these."""
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / RULES_NAME).write_text(rules_text)
     names = []
-    for test in RULE_TESTS:
-        shutil.copy(test, workdir / test.name)
-        names.append(test.name)
+    for name, text in rule_test_files().items():
+        if only is None or name in only:
+            (workdir / name).write_text(text)
+            names.append(name)
+    assert names
     return subprocess.run(
         [promtool(), "test", "rules", *names], cwd=workdir, capture_output=True, text=True
     )
@@ -205,8 +428,8 @@ def test_every_alert_has_annotations_and_a_unit_test(rendered):
     found = alerts(rules)
     assert set(found) == EXPECTED_ALERTS
     tested = set()
-    for test in RULE_TESTS:
-        for case in yaml.safe_load(test.read_text())["tests"]:
+    for text in rule_test_files().values():
+        for case in yaml.safe_load(text)["tests"]:
             for art in case.get("alert_rule_test", []):
                 tested.add(art["alertname"])
     assert tested == EXPECTED_ALERTS
@@ -223,7 +446,7 @@ def test_every_alert_has_annotations_and_a_unit_test(rendered):
             "voice_fleet:capacity_used:ratio > 0.7",
             "voice_fleet:capacity_used:ratio > 0.8",
         ),
-        ("worker-down job filter", 'up{job="voice_worker"} == 0', "up == 0"),
+        ("worker-down job filter", 'up{job="voice_worker", colour=""} == 0', 'up{colour=""} == 0'),
         (
             "draining workers counted as capacity",
             'voice_worker_draining{job="voice_worker"} == 1)\n',
@@ -231,7 +454,11 @@ def test_every_alert_has_annotations_and_a_unit_test(rendered):
         ),
         ("failure-rate minimum volume", ">= 5\n", ">= 0\n"),
         ("cost budget", "[1d])) > 50", "[1d])) > 60"),
-        ("restart unit filter", 'name="livekit-voice-worker.service"}', 'name=~".+"}'),
+        (
+            "restart unit filter",
+            'name=~"livekit-voice-worker(@.+)?[.]service"}',
+            'name=~".+"}',
+        ),
     ],
 )
 def test_rule_unit_tests_catch_a_broken_rule(rendered, tmp_path, description, old, new):
@@ -242,6 +469,58 @@ def test_rule_unit_tests_catch_a_broken_rule(rendered, tmp_path, description, ol
     proc = unit_test(text.replace(old, new), tmp_path)
     assert proc.returncode != 0, f"promtool tests still pass with a broken {description}"
     assert "FAILED" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("description", "old", "new", "failing_case"),
+    [
+        (
+            "worker-down alert per target (the standby colour fires)",
+            'up{job="voice_worker", colour=""} == 0',
+            'up{job="voice_worker"} == 0',
+            "VoiceWorkerDown",
+        ),
+        (
+            "worker-down alert when ANY colour is down",
+            'max by (job, host) (up{job="voice_worker", colour!=""}) == 0',
+            'min by (job, host) (up{job="voice_worker", colour!=""}) == 0',
+            "VoiceWorkerDown",
+        ),
+        (
+            "worker-down alert for blue/green hosts left out",
+            "\n          or\n"
+            '          max by (job, host) (up{job="voice_worker", colour!=""}) == 0',
+            "",
+            "VoiceWorkerDown",
+        ),
+        (
+            "restart alert without the template instances",
+            'name=~"livekit-voice-worker(@.+)?[.]service"}',
+            'name=~"livekit-voice-worker[.]service"}',
+            "VoiceWorkerRestartingRepeatedly",
+        ),
+        (
+            "draining filter joined per host (the old colour takes the new one out)",
+            "unless on (instance) (voice_worker_draining",
+            "unless on (host) (voice_worker_draining",
+            "voice_fleet:jobs_active:sum",
+        ),
+    ],
+)
+def test_blue_green_rule_tests_catch_a_broken_rule(
+    rendered, tmp_path, description, old, new, failing_case
+):
+    """The blue/green promtool tests alone fail, at the expected rule, with each of these edits."""
+    _, config_dir, _ = rendered
+    text = (config_dir / "rules" / RULES_NAME).read_text()
+    assert old in text, f"mutation anchor for {description} not found"
+    unbroken = unit_test(text, tmp_path / "unbroken", only=[BLUE_GREEN_TESTS_NAME])
+    assert unbroken.returncode == 0, unbroken.stdout + unbroken.stderr
+    proc = unit_test(text.replace(old, new), tmp_path / "broken", only=[BLUE_GREEN_TESTS_NAME])
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, f"blue/green promtool tests still pass with {description}"
+    assert "FAILED" in out
+    assert failing_case in out, out
 
 
 def test_file_sd_targets_come_from_the_inventory(rendered):
@@ -485,7 +764,12 @@ def test_node_exporter_args(node_exporter_rendered):
     pattern = re.compile("^(?:" + include.split("=", 1)[1] + ")$")  # node_exporter anchors it
     assert pattern.match("livekit-voice-worker.service")
     assert pattern.match("prometheus-node-exporter.service")
+    # voice_worker_deployment_mode blue_green: the template instances
+    assert pattern.match("livekit-voice-worker@blue.service")
+    assert pattern.match("livekit-voice-worker@green.service")
     assert not pattern.match("livekit-voice-worker-service")
+    assert not pattern.match("livekit-voice-worker-canary.service")
+    assert not pattern.match("livekit-voice-worker@blue.socket")
     assert not pattern.match("ssh.service")
     # the binary release's flags are the ones Debian's 1.5.0 knows
     help_text = subprocess.run(

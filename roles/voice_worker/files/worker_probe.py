@@ -107,14 +107,18 @@ def probe(host, unit, port, link):
     }
 
 
+def serving(units):
+    """The unit that serves: running (not stopping) and ready; of two ready colours (a switch that
+    stopped half-way) the younger; else the first running one; else the first listed."""
+    running = [u for u in units if u["active_state"] in ("active", "activating", "reloading")]
+    ready = sorted((u for u in running if u["ready_status"] == 200), key=lambda u: u["uptime_s"])
+    return ready[0] if ready else (running[0] if running else units[0])
+
+
 def main():
     host = sys.argv[1]
     units = [probe(host, *spec.split(":", 2)) for spec in sys.argv[2:]]
-    running = [u for u in units if u["active_state"] in ("active", "activating", "reloading")]
-    # Two ready colours (a switch that stopped half-way): the younger one is the new one.
-    ready = sorted((u for u in running if u["ready_status"] == 200), key=lambda u: u["uptime_s"])
-    serving = ready[0] if ready else (running[0] if running else units[0])
-    print(json.dumps({**serving, "units": units, "ts": time.time()}, sort_keys=True))
+    print(json.dumps({**serving(units), "units": units, "ts": time.time()}, sort_keys=True))
 
 
 if __name__ == "__main__":

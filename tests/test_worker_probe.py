@@ -1,0 +1,49 @@
+"""roles/voice_worker/files/worker_probe.py: which unit serves, and systemd timespans."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+PATH = Path(__file__).resolve().parents[1] / "roles/voice_worker/files/worker_probe.py"
+spec = importlib.util.spec_from_file_location("worker_probe", PATH)
+assert spec and spec.loader
+probe = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(probe)
+
+
+def unit(name: str, state: str = "inactive", ready: int = 0, uptime: int = 0) -> dict:
+    return {"unit": name, "active_state": state, "ready_status": ready, "uptime_s": uptime}
+
+
+BLUE, GREEN, SINGLE = "w@blue.service", "w@green.service", "w.service"
+
+
+@pytest.mark.parametrize(
+    ("units", "expected"),
+    [
+        # nothing runs: the first listed (this mode's first unit)
+        ([unit(BLUE), unit(GREEN), unit(SINGLE)], BLUE),
+        # after a switch: the old colour is stopping, the new one serves
+        ([unit(BLUE, "deactivating", 503), unit(GREEN, "active", 200, 30), unit(SINGLE)], GREEN),
+        # a new colour still starting does not replace the ready old one
+        ([unit(BLUE, "active", 200, 900), unit(GREEN, "activating", 0), unit(SINGLE)], BLUE),
+        # two ready colours (a switch that stopped half-way): the younger one
+        ([unit(BLUE, "active", 200, 900), unit(GREEN, "active", 200, 12), unit(SINGLE)], GREEN),
+        # a host moving from single to blue_green: the single unit serves until a colour is ready
+        ([unit(BLUE), unit(GREEN), unit(SINGLE, "active", 200, 5000)], SINGLE),
+        # running but not registered: still the unit the host runs
+        ([unit(SINGLE, "activating", 503), unit(BLUE), unit(GREEN)], SINGLE),
+    ],
+)
+def test_serving_unit(units: list[dict], expected: str) -> None:
+    assert probe.serving(units)["unit"] == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("10min 30s", 630), ("2min 30s", 150), ("1h 1s", 3601), ("500ms", 0.5)]
+)
+def test_timespan(text: str, seconds: float) -> None:
+    assert probe.timespan(text) == pytest.approx(seconds)
