@@ -11,9 +11,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 import subprocess
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -21,6 +19,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.prometheus_server import running_prometheus
 
 REPO = Path(__file__).resolve().parents[1]
 DASHBOARD = REPO / "files" / "grafana" / "voice-fleet-dashboard.json"
@@ -70,57 +70,12 @@ def concrete(expr: str) -> str:
     return expr
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory):
-    binary = shutil.which("prometheus")
-    if binary is None:
-        pytest.fail(
-            "prometheus not found: install Debian's prometheus package (apt-get install prometheus)"
-        )
     work = tmp_path_factory.mktemp("prometheus")
     (work / "prometheus.yml").write_text("global:\n  scrape_interval: 1m\n")
-    port = free_port()
-    log = (work / "prometheus.log").open("w")
-    proc = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={work / 'prometheus.yml'}",
-            f"--storage.tsdb.path={work / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/-/ready", timeout=2) as r:  # noqa: S310
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(
-                    "prometheus did not become ready:\n" + (work / "prometheus.log").read_text()
-                )
-            time.sleep(0.2)
+    with running_prometheus(work / "prometheus.yml", work) as base:
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 def query(base: str, expr: str) -> tuple[int, dict]:

@@ -16,9 +16,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import shutil
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -28,6 +25,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import free_port
+from tests.prometheus_server import running_prometheus
 from tests.test_monitoring_rules import run_role
 
 
@@ -184,12 +183,6 @@ class _Metrics(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def api(base: str, path: str) -> dict:
     with urllib.request.urlopen(f"{base}{path}", timeout=5) as r:  # noqa: S310
         body = json.load(r)
@@ -217,9 +210,6 @@ def worker_down_alerts(base: str) -> list[dict]:
 
 
 def test_live_prometheus_alerts_only_when_no_colour_is_up(tmp_path):
-    binary = shutil.which("prometheus")
-    if binary is None:
-        pytest.fail("prometheus not found: apt-get install prometheus")
     blue = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Metrics)
     threading.Thread(target=blue.serve_forever, daemon=True).start()
     green_port = free_port()  # nothing listens: the stopped colour
@@ -248,18 +238,6 @@ def test_live_prometheus_alerts_only_when_no_colour_is_up(tmp_path):
         inv,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    log = (tmp_path / "prometheus.log").open("w")
-    server = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={config_dir / 'prometheus.yml'}",
-            f"--storage.tsdb.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{web_port}",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{web_port}"
 
     def health() -> dict[str, str]:
         try:
@@ -272,7 +250,7 @@ def test_live_prometheus_alerts_only_when_no_colour_is_up(tmp_path):
             if t["labels"]["job"] == "voice_worker"
         }
 
-    try:
+    with running_prometheus(config_dir / "prometheus.yml", tmp_path, web_port) as base:
         # both colours discovered from file_sd, with their labels; blue up, green down
         wait_for("blue up and green down", lambda: health() == {"blue": "up", "green": "down"})
         targets = api(base, "/api/v1/targets?state=active")["activeTargets"]
@@ -311,11 +289,3 @@ def test_live_prometheus_alerts_only_when_no_colour_is_up(tmp_path):
             "severity": "critical",
         }
         assert "Neither colour" in alerts[0]["annotations"]["description"]
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()

@@ -17,13 +17,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.conftest import ROOT, TEST_SECRETS
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.conftest import ROOT, TEST_SECRETS, free_port
 
 
 @dataclass
