@@ -1,0 +1,91 @@
+"""Serve the three provider stand-ins, each on its own port of one address.
+
+    python -m lab.providers --host 10.213.0.1 [--deepgram-port 8791] [--cartesia-port 8792]
+        [--openai-port 8793]
+
+API keys come from DEEPGRAM_API_KEY, CARTESIA_API_KEY and OPENAI_API_KEY (the worker's names);
+requests with another key get 401. The worker's base URLs are then
+`http://HOST:8791/v1/listen`, `http://HOST:8792` and `http://HOST:8793/v1`. `GET /_lab/status`
+on any port answers 200 with counters once all three listen (a readiness check). SIGTERM stops it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from aiohttp import web
+
+from ..script import CALLER_PHRASES
+from ..speech import Recognizer
+from .cartesia import CartesiaStandIn
+from .deepgram import DeepgramStandIn
+from .openai import OpenAIStandIn
+
+PORTS = {"deepgram": 8791, "cartesia": 8792, "openai": 8793}
+
+
+def _key(name: str) -> str:
+    value = os.environ.get(name, "")
+    if not value:
+        sys.exit(f"lab.providers: {name} is not set")
+    return value
+
+
+async def serve(host: str, ports: dict[str, int]) -> None:
+    services = {
+        "deepgram": DeepgramStandIn(_key("DEEPGRAM_API_KEY"), Recognizer(CALLER_PHRASES)),
+        "cartesia": CartesiaStandIn(_key("CARTESIA_API_KEY")),
+        "openai": OpenAIStandIn(_key("OPENAI_API_KEY")),
+    }
+
+    async def status(_: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "deepgram": {"port": ports["deepgram"], "sessions": services["deepgram"].sessions},
+                "cartesia": {
+                    "port": ports["cartesia"],
+                    "characters": services["cartesia"].characters,
+                },
+                "openai": {"port": ports["openai"], "requests": services["openai"].requests},
+            }
+        )
+
+    runners = []
+    for name, service in services.items():
+        app = web.Application()
+        service.routes(app)
+        app.router.add_get("/_lab/status", status)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, host, ports[name]).start()
+        runners.append(runner)
+    logging.getLogger("lab.providers").info(
+        "listening", extra={"host": host, **{f"{k}_port": v for k, v in ports.items()}}
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    for runner in runners:
+        await runner.cleanup()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m lab.providers")
+    parser.add_argument("--host", required=True)
+    for name, port in PORTS.items():
+        parser.add_argument(f"--{name}-port", type=int, default=port)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    ports = {name: getattr(args, f"{name}_port") for name in PORTS}
+    asyncio.run(serve(args.host, ports))
+
+
+if __name__ == "__main__":
+    main()
