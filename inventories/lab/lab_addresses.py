@@ -3,7 +3,7 @@
 
 scripts/lab-hosts gives each host the lowest free index N when it is first created, and the
 address 10.213.0.(10+N); hosts.yml lists the addresses of a fresh lab created in order
-(agent1, agent2, mon1). When other lab hosts exist (a Molecule scenario, a smoke test), the
+(agent1, agent2, mon1, lk1). When other lab hosts exist (a Molecule scenario, a smoke test), the
 order and so the addresses differ: this script reads the index files of scripts/lab-hosts and
 sets `ansible_host` of every host in hosts.yml that exists. Ansible reads the inventory sources
 of this directory in alphabetical order, so these values win over hosts.yml's. Hosts that do not
@@ -19,7 +19,7 @@ from pathlib import Path
 
 LAB_DIR = Path(os.environ.get("LAB_DIR", "/var/lib/lkvw-lab"))
 NET_PREFIX = "10.213.0"
-HOSTS = ("agent1", "agent2", "mon1")  # the hosts of hosts.yml
+HOSTS = ("agent1", "agent2", "mon1", "lk1")  # the hosts of hosts.yml
 
 
 def addresses() -> dict[str, dict[str, str]]:
