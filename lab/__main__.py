@@ -44,8 +44,10 @@ def host_address(name: str) -> str:
 
 def connect_settings() -> tuple[str, str, str]:
     v = lab_vars()
-    return f"wss://{host_address(LIVEKIT_HOST)}", str(v["lab_livekit_api_key"]), str(
-        v["lab_livekit_api_secret"]
+    return (
+        f"wss://{host_address(LIVEKIT_HOST)}",
+        str(v["lab_livekit_api_key"]),
+        str(v["lab_livekit_api_secret"]),
     )
 
 
@@ -54,15 +56,28 @@ def status() -> int:
 
     url, key, secret = connect_settings()
     journal = subprocess.run(
-        [str(ROOT / "scripts/lab-hosts"), "exec", LIVEKIT_HOST, "--",
-         "journalctl", "-u", "livekit-server", "-o", "cat", "--no-pager"],
-        capture_output=True, text=True, check=False,
+        [
+            str(ROOT / "scripts/lab-hosts"),
+            "exec",
+            LIVEKIT_HOST,
+            "--",
+            "journalctl",
+            "-u",
+            "livekit-server",
+            "-o",
+            "cat",
+            "--no-pager",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     ).stdout
     workers = registered_workers(journal)
     print(f"LiveKit server {url} (host {LIVEKIT_HOST}), from its log and its API:")
     print(f"  agent workers registered: {len(workers)}")
     for worker_id, w in sorted(workers.items()):
-        print(f"    {worker_id}  agent_name={w['agent_name'] or '(automatic dispatch)'}  since {w['since']}")
+        name = w["agent_name"] or "(automatic dispatch)"
+        print(f"    {worker_id}  agent_name={name}  since {w['since']}")
     try:
         listed = asyncio.run(rooms(url, key, secret))
     except Exception as e:  # noqa: BLE001 (status reports, it does not fail)

@@ -29,6 +29,7 @@ import random
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -49,6 +50,7 @@ ANSWER_GAP_S = 0.8  # agent silence that ends its answer
 class Turn:
     said: str
     expected: str
+    at: float = 0.0  # epoch seconds when the caller finished saying it
     heard: str = ""
     latency_s: float | None = None  # end of caller speech -> first agent audio
     answer_s: float = 0.0  # how long the agent spoke
@@ -207,8 +209,12 @@ async def place_call(
     pause_s: float = 0.5,
     leave_timeout: float = 15.0,
     hang_up: bool = False,
+    progress: Callable[[Turn], None] | None = None,
+    stop: asyncio.Event | None = None,
 ) -> CallRecord:
-    """One call. `hang_up`: after the script (which then should not end with goodbye), hang up."""
+    """One call. `hang_up`: after the script (which then should not end with goodbye), hang up.
+    `progress` is called with each turn once its answer was heard (or not). `stop`: when set, the
+    caller hangs up after the turn in progress."""
     room_name = room_name or f"lab-call-{uuid.uuid4().hex[:8]}"
     record = CallRecord(room=room_name, placed_at=time.time())
     started = time.monotonic()
@@ -258,10 +264,14 @@ async def place_call(
             return record
         loop = asyncio.get_running_loop()
         for rule in lines:
+            if stop is not None and stop.is_set():
+                hang_up = True
+                break
             turn = Turn(said=rule.line, expected=rule.answer)
             record.turns.append(turn)
             await asyncio.sleep(pause_s)
             spoken_at = await mic.say(rule.line)
+            turn.at = round(time.time() - (time.monotonic() - spoken_at), 3)
             ear.arm(spoken_at)
             if not await until(ear.onset, answer_timeout):
                 record.ended = "cut" if (agent_left.is_set() or room_closed.is_set()) else ""
@@ -276,6 +286,8 @@ async def place_call(
             pcm = ear.answer()
             turn.answer_s = round(len(pcm) / 2 / LISTEN_RATE, 2)
             turn.heard = await loop.run_in_executor(None, recognizer().decode, pcm)
+            if progress is not None:
+                progress(turn)
             if rule is not GOODBYE and (agent_left.is_set() or room_closed.is_set()):
                 record.ended = "cut"
                 return record
@@ -322,19 +334,26 @@ def main() -> int:
         prog="python -m lab.caller", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--url", required=True, help="wss:// URL of the LiveKit server")
-    parser.add_argument(
-        "--questions", type=int, default=2, help="questions between hello and goodbye"
-    )
+    parser.add_argument("--questions", type=int, default=2, help="questions before goodbye")
+    parser.add_argument("--pause", type=float, default=0.5, help="seconds between turns")
     parser.add_argument("--room", help="room name (default: a fresh one)")
+    parser.add_argument("--progress", help="append each finished turn to this file (JSON lines)")
     parser.add_argument("--json", action="store_true", help="print the record as JSON")
     args = parser.parse_args()
     key, secret = os.environ.get("LIVEKIT_API_KEY"), os.environ.get("LIVEKIT_API_SECRET")
     if not key or not secret:
         print("lab.caller: LIVEKIT_API_KEY and LIVEKIT_API_SECRET must be set", file=sys.stderr)
         return 2
+
+    def progress(turn: Turn) -> None:
+        if args.progress:
+            with open(args.progress, "a", encoding="utf-8") as f:
+                f.write(json.dumps({**asdict(turn), "answered": turn.answered}) + "\n")
+
+    lines = script(args.questions, random.Random())
     record = asyncio.run(
         place_call(
-            args.url, key, secret, script(args.questions, random.Random()), room_name=args.room
+            args.url, key, secret, lines, room_name=args.room, pause_s=args.pause, progress=progress
         )
     )
     print(json.dumps(record.as_dict()) if args.json else describe(record))

@@ -64,6 +64,11 @@ EOU_DELAY = Histogram(
     "End of user speech to end of turn decision",
     buckets=_LATENCY_BUCKETS,
 )
+STT_DELAY = Histogram(
+    "voice_worker_stt_delay_seconds",
+    "End of user speech to its final transcript (STT)",
+    buckets=_LATENCY_BUCKETS,
+)
 INPUTS_REJECTED = Counter(
     "voice_worker_inputs_rejected", "Participant text inputs rejected", ["reason"]
 )

@@ -72,3 +72,5 @@ class UsageMeter:
             )
         elif isinstance(metric, EOUMetrics) and metric.end_of_utterance_delay > 0:
             m.EOU_DELAY.observe(metric.end_of_utterance_delay)
+            if metric.transcription_delay > 0:
+                m.STT_DELAY.observe(metric.transcription_delay)

@@ -1,22 +1,25 @@
-"""roles/voice_worker: defaults/main.yml, meta/argument_specs.yml and README.md agree."""
+"""Roles whose variables are documented three ways: defaults/main.yml, meta/argument_specs.yml and
+the README table agree (same variables, same order, same literal defaults)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 
-ROLE = Path(__file__).resolve().parents[1] / "roles/voice_worker"
+ROLES = Path(__file__).resolve().parents[1] / "roles"
 
 
-def test_every_variable_is_specified_and_documented() -> None:
-    defaults = yaml.safe_load((ROLE / "defaults/main.yml").read_text())
-    specs = yaml.safe_load((ROLE / "meta/argument_specs.yml").read_text())
+@pytest.mark.parametrize("role", ["voice_worker", "livekit_server"])
+def test_every_variable_is_specified_and_documented(role: str) -> None:
+    defaults = yaml.safe_load((ROLES / role / "defaults/main.yml").read_text())
+    specs = yaml.safe_load((ROLES / role / "meta/argument_specs.yml").read_text())
     options = specs["argument_specs"]["main"]["options"]
-    readme = (ROLE / "README.md").read_text()
+    readme = (ROLES / role / "README.md").read_text()
     assert list(defaults) == list(options)  # same variables, same order
     for name, value in defaults.items():
-        assert name.startswith("voice_worker_"), name
+        assert name.startswith(f"{role}_"), name
         assert options[name].get("description"), name
         assert f"| `{name}` |" in readme, name
         # templated defaults (computed on the control node) are described, not repeated
