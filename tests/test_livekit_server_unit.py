@@ -1,5 +1,5 @@
-"""files/systemd/livekit-server.service: `systemd-analyze verify` silent, `security --offline` <= 2.5,
-and the API keys only ever arrive as a credential."""
+"""files/systemd/livekit-server.service: `systemd-analyze verify` silent, `security --offline`
+<= 2.5, and the API keys only ever arrive as a credential."""
 
 from __future__ import annotations
 

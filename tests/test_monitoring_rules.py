@@ -50,6 +50,17 @@ INVENTORY = {
                     },
                 }
             },
+            "livekit_hosts": {
+                "hosts": {
+                    # the role's nginx serves /metrics on the management address
+                    "lk1": {
+                        "ansible_host": "10.213.0.14",
+                        "livekit_server_metrics_listen_address": "10.213.0.14:6789",
+                    },
+                    # nothing set: ansible_host and prometheus_livekit_port
+                    "lk2": {"ansible_host": "10.213.0.15"},
+                }
+            },
             "monitoring_hosts": {
                 "hosts": {
                     "mon1": {
@@ -132,6 +143,7 @@ def test_role_renders_and_is_idempotent(rendered):
         f"rules/{RULES_NAME}",
         "file_sd/node.yml",
         "file_sd/voice_worker.yml",
+        "file_sd/livekit.yml",
     ):
         assert (config_dir / name).is_file(), name
     again, _ = run_role(workdir)
@@ -540,13 +552,17 @@ def test_file_sd_targets_come_from_the_inventory(rendered):
         "agent2": ["10.213.0.12:8081"],
         "agent3": ["[fd00:213::13]:8091"],
     }
+    assert targets("livekit") == {
+        "lk1": ["10.213.0.14:6789"],
+        "lk2": ["10.213.0.15:6789"],
+    }
     config = yaml.safe_load((config_dir / "prometheus.yml").read_text())
     jobs = {j["job_name"]: j for j in config["scrape_configs"]}
-    assert set(jobs) == {"prometheus", "node", "voice_worker"}
-    assert jobs["node"]["file_sd_configs"][0]["files"] == [str(config_dir / "file_sd" / "node.yml")]
-    assert jobs["voice_worker"]["file_sd_configs"][0]["files"] == [
-        str(config_dir / "file_sd" / "voice_worker.yml")
-    ]
+    assert set(jobs) == {"prometheus", "node", "voice_worker", "livekit"}
+    for job in ("node", "voice_worker", "livekit"):
+        assert jobs[job]["file_sd_configs"][0]["files"] == [
+            str(config_dir / "file_sd" / f"{job}.yml")
+        ]
     assert config["rule_files"] == [str(config_dir / "rules" / "*.yml")]
 
 
