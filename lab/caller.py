@@ -15,6 +15,8 @@ hanging up.
 
     python -m lab.caller --url wss://10.213.0.14 --questions 2   (scripts/lab call)
 
+SIGTERM makes it hang up after the turn in progress; it still prints the record.
+
 LIVEKIT_API_KEY and LIVEKIT_API_SECRET come from the environment; a private CA is trusted
 through SSL_CERT_FILE (livekit.rtc reads it, like OpenSSL).
 """
@@ -26,6 +28,7 @@ import asyncio
 import json
 import os
 import random
+import signal
 import sys
 import time
 import uuid
@@ -40,7 +43,7 @@ from .speech import Recognizer, normalise, rms, synthesize
 
 MIC_RATE = 48000
 LISTEN_RATE = 16000
-FRAME_MS = 10
+FRAME_MS = 50  # both ways: each frame costs an FFI round trip; latencies are to +-50 ms
 NOISE_FLOOR = 30.0  # s16 RMS of the microphone's noise (about -60 dBFS)
 AGENT_SPEECH_RMS = 300.0  # a 10 ms frame of the agent's audio above this is speech
 ANSWER_GAP_S = 0.8  # agent silence that ends its answer
@@ -105,7 +108,9 @@ class _Microphone:
         self.source = rtc.AudioSource(MIC_RATE, 1, queue_size_ms=100)
         self._speech: list[np.ndarray] = []
         self._done: asyncio.Future[float] | None = None
-        self._rng = np.random.default_rng()
+        # one second of the noise floor, played in a loop (a fresh random frame each time costs
+        # more than the rest of the microphone)
+        self._noise = np.random.default_rng().normal(0, NOISE_FLOOR, MIC_RATE)
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -128,8 +133,10 @@ class _Microphone:
 
     async def _pump(self) -> None:
         n = MIC_RATE * FRAME_MS // 1000
+        offset = 0
         while True:
-            noise = self._rng.normal(0, NOISE_FLOOR, n)
+            noise = self._noise[offset : offset + n].copy()
+            offset = (offset + n) % (len(self._noise) - n)
             if self._speech:
                 chunk = self._speech.pop(0).astype(np.float64)
                 noise[: len(chunk)] += chunk
@@ -170,7 +177,9 @@ class _Ear:
         return b"".join(self._pcm)
 
     async def _run(self, track: rtc.Track) -> None:
-        stream = rtc.AudioStream(track, sample_rate=LISTEN_RATE, num_channels=1)
+        stream = rtc.AudioStream(
+            track, sample_rate=LISTEN_RATE, num_channels=1, frame_size_ms=FRAME_MS
+        )
         try:
             async for event in stream:
                 now = time.monotonic()
@@ -336,6 +345,9 @@ def main() -> int:
     parser.add_argument("--url", required=True, help="wss:// URL of the LiveKit server")
     parser.add_argument("--questions", type=int, default=2, help="questions before goodbye")
     parser.add_argument("--pause", type=float, default=0.5, help="seconds between turns")
+    parser.add_argument(
+        "--agent-timeout", type=float, default=20.0, help="seconds to wait for an agent"
+    )
     parser.add_argument("--room", help="room name (default: a fresh one)")
     parser.add_argument("--progress", help="append each finished turn to this file (JSON lines)")
     parser.add_argument("--json", action="store_true", help="print the record as JSON")
@@ -351,11 +363,24 @@ def main() -> int:
                 f.write(json.dumps({**asdict(turn), "answered": turn.answered}) + "\n")
 
     lines = script(args.questions, random.Random())
-    record = asyncio.run(
-        place_call(
-            args.url, key, secret, lines, room_name=args.room, pause_s=args.pause, progress=progress
+
+    async def call() -> CallRecord:
+        # SIGTERM: hang up after the turn in progress and still print the record
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        return await place_call(
+            args.url,
+            key,
+            secret,
+            lines,
+            room_name=args.room,
+            pause_s=args.pause,
+            agent_timeout=args.agent_timeout,
+            progress=progress,
+            stop=stop,
         )
-    )
+
+    record = asyncio.run(call())
     print(json.dumps(record.as_dict()) if args.json else describe(record))
     return 0 if record.kept else 1
 

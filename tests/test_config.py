@@ -50,6 +50,7 @@ def test_systemd_directories_are_the_defaults(worker_env) -> None:
         ("WORKER_IDLE_TIMEOUT", "-1"),
         ("WORKER_DRAIN_TIMEOUT", "0"),
         ("LOG_LEVEL", "LOUD"),
+        ("WORKER_TURN_DETECTION", "magic"),
         ("AGENT_INSTRUCTIONS_FILE", "/nonexistent/instructions.txt"),
         ("WORKER_ENTRYPOINT", "no_colon_here"),
         ("PRICE_STT_USD_PER_MINUTE", "cheap"),

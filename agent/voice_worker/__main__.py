@@ -41,6 +41,7 @@ def _summary(settings: Settings) -> dict[str, object]:
         "max_jobs": settings.max_jobs,
         "drain_timeout": settings.drain_timeout,
         "idle_timeout": settings.idle_timeout,
+        "turn_detection": settings.turn_detection,
         "reconnect_grace": settings.reconnect_grace,
         "llm": settings.llm_model,
         "entrypoint": settings.entrypoint,
@@ -63,9 +64,12 @@ def main(argv: list[str] | None = None) -> int:
 
     # Both must be set before livekit-agents (and so prometheus-client) is imported.
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(settings.metrics_dir)
-    # The bundled end-of-turn/VAD inference models would add ~244 MB to the forkserver and
-    # ~200 MB to every job process; this worker loads Silero VAD itself.
-    os.environ.setdefault("LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE", "0")
+    # The bundled end-of-turn model adds ~244 MB RSS to the forkserver when preloaded, and ~230 MB
+    # PSS to every call that loads it itself (measured: bench/voice_calls.py). Only the "model"
+    # turn detection uses it, and then preloading shares its weights (~85-95 MB PSS per call left).
+    os.environ.setdefault(
+        "LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE", "1" if settings.turn_detection == "model" else "0"
+    )
 
     from .logs import setup_logging
 

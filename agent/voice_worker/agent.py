@@ -10,7 +10,15 @@ import logging
 from importlib import resources
 
 from livekit import rtc
-from livekit.agents import Agent, AgentSession, JobContext, RunContext, function_tool, llm
+from livekit.agents import (
+    Agent,
+    AgentSession,
+    JobContext,
+    JobProcess,
+    RunContext,
+    function_tool,
+    llm,
+)
 from livekit.agents.voice.room_io import RoomOptions, TextInputOptions
 from livekit.plugins import cartesia, deepgram, openai
 
@@ -44,6 +52,23 @@ class VoiceAssistant(Agent):
         return "The call is ending; say a short goodbye."
 
 
+def build_llm(settings: Settings) -> llm.LLM:
+    return openai.LLM(
+        model=settings.llm_model,
+        api_key=settings.openai_api_key,
+        base_url=settings.openai_base_url or "https://api.openai.com/v1",
+    )
+
+
+def prewarm(proc: JobProcess, settings: Settings) -> None:
+    """Per job process, before its call (jobs.prewarm): the LLM client (its TLS context) and the
+    parts of the OpenAI SDK it imports on first use."""
+    import openai.lib.streaming.chat  # noqa: F401
+    import openai.resources.models  # noqa: F401
+
+    proc.userdata["llm"] = build_llm(settings)
+
+
 def build_session(
     settings: Settings, vad: object, llm_model: llm.LLM | None = None
 ) -> AgentSession:
@@ -60,21 +85,22 @@ def build_session(
             api_key=settings.deepgram_api_key,
             **stt_kwargs,
         ),
-        llm=llm_model
-        or openai.LLM(
-            model=settings.llm_model,
-            api_key=settings.openai_api_key,
-            base_url=settings.openai_base_url or "https://api.openai.com/v1",
-        ),
+        llm=llm_model or build_llm(settings),
         tts=cartesia.TTS(model=settings.tts_model, api_key=settings.cartesia_api_key, **tts_kwargs),
         vad=vad,
         user_away_timeout=settings.idle_timeout,
+        # "model" leaves livekit-agents' default (its end-of-turn model) in place
+        **(
+            {"turn_handling": {"turn_detection": settings.turn_detection}}
+            if settings.turn_detection != "model"
+            else {}
+        ),
     )
 
 
 async def entrypoint(ctx: JobContext, job: JobRuntime) -> None:
     await ctx.connect()
-    session = build_session(job.settings, job.vad)
+    session = build_session(job.settings, job.vad, ctx.proc.userdata.get("llm"))
     job.watch(session)
 
     async def guarded_text_input(sess: AgentSession, ev: object) -> None:

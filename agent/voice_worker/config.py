@@ -24,6 +24,13 @@ SECRET_NAMES = (
     "OPENAI_API_KEY",
 )
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# How a session decides that the caller finished a turn (docs/worker-contract.md, capacity):
+#   vad    silence after speech (Silero VAD) plus the endpointing delay: no model to load
+#   stt    the STT provider's end of speech (Deepgram's endpointing)
+#   model  LiveKit's end-of-turn model (livekit-agents' default): about 85-95 MB more memory per
+#          call even when preloaded in the forkserver, more CPU, and waits up to 3 s when it
+#          judges the caller not done
+TURN_DETECTION_MODES = ("vad", "stt", "model")
 
 
 class ConfigError(Exception):
@@ -65,6 +72,7 @@ class Settings:
     health_port: int = 8081
     max_jobs: int = 4
     idle_timeout: float = 300.0
+    turn_detection: str = "vad"
     drain_timeout: int = 600
     reconnect_grace: float = 60.0
     max_retry: int = 16
@@ -178,6 +186,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             "HEALTH_CHECK_HOST", f"must be an IP address, got {health_host!r}"
         ) from None
 
+    turn_detection = (r.text("WORKER_TURN_DETECTION", "vad") or "vad").lower()
+    if turn_detection not in TURN_DETECTION_MODES:
+        raise ConfigError(
+            "WORKER_TURN_DETECTION", f"must be one of {', '.join(TURN_DETECTION_MODES)}"
+        )
+
     log_level = (r.text("LOG_LEVEL", "INFO") or "INFO").upper()
     if log_level not in LOG_LEVELS:
         raise ConfigError("LOG_LEVEL", f"must be one of {', '.join(LOG_LEVELS)}")
@@ -225,6 +239,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         health_port=r.integer("HEALTH_CHECK_PORT", 8081, 1, 65535),
         max_jobs=r.integer("WORKER_MAX_JOBS", 4, 1, 256),
         idle_timeout=r.number("WORKER_IDLE_TIMEOUT", 300.0, 5, 86400),
+        turn_detection=turn_detection,
         drain_timeout=r.integer("WORKER_DRAIN_TIMEOUT", 600, 1, 86400),
         reconnect_grace=r.number("WORKER_RECONNECT_GRACE", 60.0, 1, 3600),
         max_retry=r.integer("LIVEKIT_MAX_RETRY", 16, 0, 1000),

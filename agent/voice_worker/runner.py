@@ -139,7 +139,12 @@ def build_server(settings: Settings) -> AgentServer:
         load_threshold=1.0,  # full at WORKER_MAX_JOBS, never by whole-host CPU
         prometheus_multiproc_dir=str(settings.metrics_dir),
         setup_fnc=jobs.prewarm,
-        preload_modules=["voice_worker.jobs"],
+        # imported once in the forkserver and shared by every job process (models.py: the VAD)
+        preload_modules=[
+            "voice_worker.jobs",
+            "voice_worker.models",
+            settings.entrypoint.partition(":")[0],
+        ],
         log_level=settings.log_level,
     )
     server.rtc_session(jobs.run_job, agent_name=settings.agent_name)
