@@ -109,6 +109,7 @@ class Recognizer:
         self._grammar.write_text(jsgf(self.phrases))
         self._idle: list[object] = []
         self._lock = threading.Lock()
+        self._primer_pcm: bytes | None = None
 
     def acquire(self):  # noqa: ANN201 (pocketsphinx has no type hints)
         with self._lock:
@@ -117,9 +118,22 @@ class Recognizer:
         from pocketsphinx import Decoder  # only processes that listen need it
 
         # dither: synthetic speech has stretches of digital zero that break the features
-        return Decoder(
+        decoder = Decoder(
             jsgf=str(self._grammar), samprate=self.sample_rate, loglevel="FATAL", dither=True
         )
+        # Live cepstral mean normalisation starts from a generic prior and learns from each
+        # utterance: a fresh decoder cut the last words of its first utterance now and then.
+        # One spoken phrase (and a silence) sets it.
+        decoder.start_utt()
+        decoder.process_raw(self._primer(), full_utt=True)
+        decoder.end_utt()
+        return decoder
+
+    def _primer(self) -> bytes:
+        if self._primer_pcm is None:
+            silence = b"\0" * (self.sample_rate // 2) * SAMPLE_WIDTH
+            self._primer_pcm = synthesize(self.phrases[0], self.sample_rate) + silence
+        return self._primer_pcm
 
     def release(self, decoder) -> None:  # noqa: ANN001
         with self._lock:

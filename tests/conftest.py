@@ -35,3 +35,38 @@ def worker_env(tmp_path: Path) -> dict[str, str]:
         "WORKER_STATE_DIR": str(tmp_path / "state"),
         "WORKER_METRICS_DIR": str(tmp_path / "metrics"),
     }
+
+
+# ---- Where the suite's time goes (printed at the end of every run, CI included) ---------------
+_INTEGRATION = {"test_worker_integration.py", "test_loopback_livekit.py", "test_lab_providers.py"}
+_MONITORING = {
+    "test_monitoring_rules.py",
+    "test_grafana_dashboard.py",
+    "test_prometheus_targets.py",
+}
+
+
+def _suite_part(nodeid: str) -> str:
+    module = nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
+    if module == "test_molecule.py":
+        return "molecule " + nodeid.rsplit("[", 1)[-1].rstrip("]")
+    if module == "test_lint.py":
+        return "lint"
+    if module in _INTEGRATION:
+        return "integration"
+    if module in _MONITORING:
+        return "monitoring rules"
+    return "unit"
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    seconds: dict[str, float] = {}
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            if isinstance(report, pytest.TestReport):
+                part = _suite_part(report.nodeid)
+                seconds[part] = seconds.get(part, 0.0) + report.duration
+    if seconds:
+        parts = sorted(seconds.items(), key=lambda kv: (kv[0].startswith("molecule"), kv[0]))
+        line = ", ".join(f"{name} {s:.0f} s" for name, s in parts)
+        terminalreporter.write_line(f"suite time by part: {line}")
