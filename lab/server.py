@@ -28,9 +28,13 @@ class Room:
     participants: list[tuple[str, str]]  # (identity, kind)
 
 
+def _api_url(url: str) -> str:
+    """The server API's URL for a client URL (wss:// -> https://)."""
+    return url.replace("wss://", "https://", 1).replace("ws://", "http://", 1)
+
+
 async def rooms(url: str, key: str, secret: str) -> list[Room]:
-    https = url.replace("wss://", "https://", 1).replace("ws://", "http://", 1)
-    async with api.LiveKitAPI(https, key, secret) as lk:
+    async with api.LiveKitAPI(_api_url(url), key, secret) as lk:
         listed = await lk.room.list_rooms(api.ListRoomsRequest())
         out = []
         for r in listed.rooms:
@@ -79,8 +83,7 @@ async def agent_joins(
 ) -> dict[str, object]:
     """Create `room` through the API and watch its participants for up to `wait_s`: who joined as
     an agent and after how long (None: no agent). The room is deleted afterwards."""
-    https = url.replace("wss://", "https://", 1).replace("ws://", "http://", 1)
-    async with api.LiveKitAPI(https, key, secret) as lk:
+    async with api.LiveKitAPI(_api_url(url), key, secret) as lk:
         created = await lk.room.create_room(api.CreateRoomRequest(name=room, empty_timeout=30))
         started = time.monotonic()
         agent = None

@@ -1,10 +1,13 @@
 """A synthetic call: `WORKER_ENTRYPOINT=voice_worker.synthetic:call`.
 
-For smoke, drain and rollout tests of a deployment without providers or media: the job does not
-join the room; it "talks" for `hold_seconds` (from the job's JSON metadata, default 30, at most
-3600), records usage under provider "synthetic" through the same metering as a real session
-(one STT second per second held, a small LLM exchange per 5 s), then ends itself like a real
-call does. Everything around it (job process, metrics, session record, drain) is the real worker.
+For smoke, drain and rollout tests of a deployment without providers or media: the job "talks"
+for `hold_seconds` (from the job's JSON metadata, default 30, at most 3600), records usage under
+provider "synthetic" through the same metering as a real session (one STT second per second held,
+a small LLM exchange per 5 s), then ends itself like a real call does. With `"join": true` in the
+metadata it first joins its room as a participant (a real LiveKit server: the agent is in the room
+for the whole call, and leaves it at the end); without, it stays out of the room (the loopback
+stand-in of the fleet scenarios has no rooms). Everything around it (job process, metrics, session
+record, drain) is the real worker.
 """
 
 from __future__ import annotations
@@ -24,16 +27,30 @@ TURN_S = 5.0
 _META = Metadata(model_provider="synthetic", model_name="synthetic")
 
 
+def _metadata(metadata: str) -> dict:
+    try:
+        value = json.loads(metadata or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def hold_seconds(metadata: str) -> float:
     try:
-        value = float(json.loads(metadata or "{}").get("hold_seconds", 30))
-    except (ValueError, TypeError, AttributeError):
+        value = float(_metadata(metadata).get("hold_seconds", 30))
+    except (ValueError, TypeError):
         value = 30.0
     return min(max(value, 0.0), MAX_HOLD_S)
 
 
+def joins_room(metadata: str) -> bool:
+    return _metadata(metadata).get("join") is True
+
+
 async def call(ctx: JobContext, job: JobRuntime) -> None:
     hold = hold_seconds(ctx.job.metadata)
+    if joins_room(ctx.job.metadata):
+        await ctx.connect()
     deadline = time.monotonic() + hold
     while (left := deadline - time.monotonic()) > 0:
         step = min(TURN_S, left)
