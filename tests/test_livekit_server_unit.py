@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.systemd_analyze import exposure, scratch_root, verify
 
 ROOT = Path(__file__).resolve().parents[1]
 UNIT = ROOT / "files/systemd/livekit-server.service"
@@ -18,40 +18,21 @@ NAME = "livekit-server.service"
 
 @pytest.fixture()
 def root(tmp_path: Path) -> Path:
-    assert shutil.which("systemd-analyze"), "systemd-analyze is needed (Debian: systemd)"
-    etc = tmp_path / "etc/systemd/system"
-    (etc / f"{NAME}.d").mkdir(parents=True)
-    shutil.copytree("/usr/lib/systemd/system", tmp_path / "usr/lib/systemd/system", symlinks=True)
-    exe = tmp_path / "usr/local/bin/livekit-server"
-    exe.parent.mkdir(parents=True)
-    exe.write_text("#!/bin/sh\n")
-    exe.chmod(0o755)
-    shutil.copy(UNIT, etc / NAME)
+    root = scratch_root(tmp_path, {NAME: UNIT}, ["/usr/local/bin/livekit-server"])
+    dropin = root / f"etc/systemd/system/{NAME}.d"
+    dropin.mkdir()
     # what roles/livekit_server/templates/10-host.conf.j2 renders for the defaults
-    (etc / f"{NAME}.d/10-host.conf").write_text("[Service]\nTimeoutStopSec=615\n")
-    return tmp_path
+    (dropin / "10-host.conf").write_text("[Service]\nTimeoutStopSec=615\n")
+    return root
 
 
 def test_unit_verifies_without_any_message(root: Path) -> None:
-    proc = subprocess.run(
-        ["systemd-analyze", "verify", f"--root={root}", NAME],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert proc.returncode == 0 and proc.stdout + proc.stderr == "", proc.stdout + proc.stderr
+    assert verify(root, NAME) == ""
 
 
 def test_unit_security_exposure_at_most_2_5(root: Path) -> None:
-    proc = subprocess.run(
-        ["systemd-analyze", "security", "--offline=yes", f"--root={root}", "--no-pager", NAME],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    m = re.search(r"Overall exposure level for \S+: ([0-9.]+)", proc.stdout + proc.stderr)
-    assert m, proc.stdout + proc.stderr
-    assert float(m.group(1)) <= 2.5, proc.stdout
+    score, report = exposure(root, NAME)
+    assert score <= 2.5, report
 
 
 def test_keys_arrive_only_as_a_credential() -> None:

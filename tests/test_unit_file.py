@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
+
+from tests.systemd_analyze import exposure, scratch_root, verify
 
 ROOT = Path(__file__).resolve().parents[1]
 UNIT = ROOT / "files/systemd/livekit-voice-worker.service"
@@ -17,30 +18,24 @@ COLOUR_DROPIN = ROOT / "files/systemd/livekit-voice-worker@.service.d/30-colour.
 
 @pytest.fixture()
 def root(tmp_path: Path) -> Path:
-    if shutil.which("systemd-analyze") is None:
-        pytest.skip("systemd-analyze not installed")
-    etc = tmp_path / "etc/systemd/system"
-    (etc / f"{NAME}.d").mkdir(parents=True)
-    shutil.copytree("/usr/lib/systemd/system", tmp_path / "usr/lib/systemd/system", symlinks=True)
-    exe = tmp_path / "opt/livekit-voice-worker/current/bin/livekit-voice-worker"
-    exe.parent.mkdir(parents=True)
-    exe.write_text("#!/bin/sh\n")
-    exe.chmod(0o755)
-    shutil.copy(UNIT, etc / NAME)
-    # what roles/voice_worker/templates/10-host.conf.j2 renders for the defaults
-    (etc / f"{NAME}.d/10-host.conf").write_text("[Service]\nTimeoutStopSec=630\nMemoryMax=1412M\n")
-    # blue_green mode: the same file as the template, plus the colour drop-in
     template = "livekit-voice-worker@.service"
-    (etc / f"{template}.d").mkdir()
-    shutil.copy(UNIT, etc / template)
-    shutil.copy(etc / f"{NAME}.d/10-host.conf", etc / f"{template}.d/10-host.conf")
+    root = scratch_root(
+        tmp_path,
+        {NAME: UNIT, template: UNIT},  # blue_green mode: the same file as the template
+        [
+            f"/opt/livekit-voice-worker/{link}/bin/livekit-voice-worker"
+            for link in ("current", "blue", "green")
+        ],
+    )
+    etc = root / "etc/systemd/system"
+    for unit in (NAME, template):
+        (etc / f"{unit}.d").mkdir()
+        # what roles/voice_worker/templates/10-host.conf.j2 renders for the defaults
+        (etc / f"{unit}.d/10-host.conf").write_text(
+            "[Service]\nTimeoutStopSec=630\nMemoryMax=1352M\n"
+        )
     shutil.copy(COLOUR_DROPIN, etc / f"{template}.d/30-colour.conf")
-    for colour in ("blue", "green"):
-        exe = tmp_path / f"opt/livekit-voice-worker/{colour}/bin/livekit-voice-worker"
-        exe.parent.mkdir(parents=True)
-        exe.write_text("#!/bin/sh\n")
-        exe.chmod(0o755)
-    return tmp_path
+    return root
 
 
 UNITS = [NAME, "livekit-voice-worker@blue.service", "livekit-voice-worker@green.service"]
@@ -48,26 +43,13 @@ UNITS = [NAME, "livekit-voice-worker@blue.service", "livekit-voice-worker@green.
 
 @pytest.mark.parametrize("unit", UNITS)
 def test_unit_verifies_without_any_message(root: Path, unit: str) -> None:
-    proc = subprocess.run(
-        ["systemd-analyze", "verify", f"--root={root}", unit],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert proc.returncode == 0 and proc.stdout + proc.stderr == "", proc.stdout + proc.stderr
+    assert verify(root, unit) == ""
 
 
 @pytest.mark.parametrize("unit", UNITS)
 def test_unit_security_exposure_at_most_2(root: Path, unit: str) -> None:
-    proc = subprocess.run(
-        ["systemd-analyze", "security", "--offline=yes", f"--root={root}", "--no-pager", unit],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    m = re.search(r"Overall exposure level for \S+: ([0-9.]+)", proc.stdout + proc.stderr)
-    assert m, proc.stdout + proc.stderr
-    assert float(m.group(1)) <= 2.0, proc.stdout
+    score, report = exposure(root, unit)
+    assert score <= 2.0, report
 
 
 def test_unit_drains_and_keeps_secrets_out() -> None:
