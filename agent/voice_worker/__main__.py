@@ -71,6 +71,11 @@ def main(argv: list[str] | None = None) -> int:
         "LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE", "1" if settings.turn_detection == "model" else "0"
     )
 
+    # before livekit-agents is imported here: the forkserver's imports overlap with this process's
+    from . import forkserver
+
+    forkserver.start(settings)
+
     from .logs import setup_logging
 
     setup_logging(settings.log_level, settings.secret_values())

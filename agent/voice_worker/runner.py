@@ -17,11 +17,7 @@ from typing import Any
 from livekit.agents import AgentServer
 from livekit.agents import __version__ as sdk_version
 
-# Imported here so they register in the worker process and livekit-agents preloads them in the
-# forkserver, shared copy-on-write by every job process instead of imported once per job.
-from livekit.plugins import cartesia, deepgram, openai, silero  # noqa: F401
-
-from . import jobs
+from . import forkserver, jobs
 from .config import Settings
 from .health import HealthServer
 from .systemd import Notifier, run_watchdog, watchdog_interval
@@ -139,12 +135,8 @@ def build_server(settings: Settings) -> AgentServer:
         load_threshold=1.0,  # full at WORKER_MAX_JOBS, never by whole-host CPU
         prometheus_multiproc_dir=str(settings.metrics_dir),
         setup_fnc=jobs.prewarm,
-        # imported once in the forkserver and shared by every job process (models.py: the VAD)
-        preload_modules=[
-            "voice_worker.jobs",
-            "voice_worker.models",
-            settings.entrypoint.partition(":")[0],
-        ],
+        # the same list forkserver.py started the forkserver with (the plugins, the VAD, the call)
+        preload_modules=forkserver.preload_modules(settings),
         log_level=settings.log_level,
     )
     server.rtc_session(jobs.run_job, agent_name=settings.agent_name)
