@@ -18,6 +18,8 @@ def test_defaults(worker_env) -> None:
     assert (s.health_host, s.health_port) == ("127.0.0.1", 8081)
     assert (s.max_jobs, s.idle_timeout, s.drain_timeout) == (4, 300.0, 600)
     assert s.livekit_api_secret == TEST_SECRETS["LIVEKIT_API_SECRET"]
+    assert s.max_retry is None, "by default the worker never gives up reconnecting to LiveKit"
+    assert load_settings({**worker_env, "LIVEKIT_MAX_RETRY": "3"}).max_retry == 3
 
 
 def test_credentials_directory_wins_over_environment(worker_env, tmp_path: Path) -> None:
@@ -54,6 +56,7 @@ def test_systemd_directories_are_the_defaults(worker_env) -> None:
         ("AGENT_INSTRUCTIONS_FILE", "/nonexistent/instructions.txt"),
         ("WORKER_ENTRYPOINT", "no_colon_here"),
         ("PRICE_STT_USD_PER_MINUTE", "cheap"),
+        ("LIVEKIT_MAX_RETRY", "forever"),
     ],
 )
 def test_invalid_values_name_the_setting(worker_env, name: str, value: str) -> None:

@@ -172,32 +172,36 @@ async def test_second_sigterm_forces_exit_1(lk, worker_factory):
     assert await w.wait_exit(timeout=15) == 1
 
 
-async def test_watchdog_stops_past_the_reconnect_grace_and_resumes(lk, worker_factory):
+async def test_an_outage_heals_without_a_restart(lk, worker_factory):
+    """Cut off from LiveKit past the grace: the worker stays up (watchdog pings go on, so systemd
+    does not restart it into the outage and towards the start limit), says so on / , /ready and
+    STATUS, keeps reconnecting, and registers again soon after LiveKit answers."""
     w = await worker_factory(WORKER_RECONNECT_GRACE="3")
     await _ready(lk, w)
-    await w.notify.wait_for("WATCHDOG", "1", after=time.monotonic(), timeout=5)
 
     lk.refuse_connections()
     await lk.drop_connections()
     lost = time.monotonic()
     await _poll_until(w, "/", lambda c, _: c == 503, timeout=30)
-    unhealthy = time.monotonic()
-    assert unhealthy - lost >= 2.5, "liveness must hold through the grace window"
+    assert time.monotonic() - lost >= 2.5, "liveness must hold through the grace window"
     code, body = await w.get("/ready")
     assert (code, body["connected"]) == (503, False)
+    status = await w.notify.wait_for("STATUS", after=lost + 3, timeout=10)
+    assert status.fields["STATUS"].startswith("Disconnected from LiveKit for"), status.fields
 
-    # past the grace: no ping for 3 intervals (interval = WATCHDOG_USEC/2 = 0.5 s)
-    with pytest.raises(TimeoutError):
-        await w.notify.wait_for("WATCHDOG", "1", after=unhealthy + 0.1, timeout=1.5)
-    pings_in_grace = [m.t for m in w.notify.with_field("WATCHDOG", "1", after=lost)]
-    assert pings_in_grace, "pings continue inside the grace window"
-    assert max(pings_in_grace) - lost < 3.6
+    # 20 s of outage (five failed attempts): pings every interval (0.5 s) all along, no exit
+    outage_end = lost + 20
+    while time.monotonic() < outage_end:
+        await w.notify.wait_for("WATCHDOG", "1", after=time.monotonic(), timeout=1.5)
+    assert w.proc.poll() is None, "the worker must not exit while LiveKit is away"
+    assert sum("failed to connect to livekit" in r["message"] for r in w.logs()) >= 3
 
     lk.accept_connections()
-    await w.notify.wait_for("WATCHDOG", "1", after=time.monotonic(), timeout=30)
-    code, _ = await w.get("/ready")
-    assert code == 200
+    back = time.monotonic()
+    await _poll_until(w, "/ready", lambda c, _: c == 200, timeout=30)
+    print(f"registered again {time.monotonic() - back:.1f} s after LiveKit answered")
     assert await w.metric("voice_worker_disconnects_total") == 1
+    assert len(w.notify.with_field("READY", "1")) == 1, "the same process, not a restart"
 
 
 async def test_watchdog_stops_while_the_event_loop_is_blocked(lk, tmp_path):
@@ -222,6 +226,25 @@ async def test_gives_up_reconnecting_with_a_nonzero_exit(lk, worker_factory):
     assert await w.wait_exit(timeout=60) == 69
     assert not w.notify.with_field("READY")
     assert any("could not stay connected" in r["message"] for r in w.logs())
+
+
+async def test_no_process_holds_a_secret_in_its_environment(lk, worker_factory, tmp_path):
+    """Secrets arrive as credentials (files), as under systemd: the worker, its forkserver, idle
+    and running job processes never carry one in their environment (issue 12)."""
+    creds = tmp_path / "credentials"
+    creds.mkdir()
+    for name, value in TEST_SECRETS.items():
+        (creds / name).write_text(value)
+    w = await worker_factory(CREDENTIALS_DIRECTORY=str(creds), **dict.fromkeys(TEST_SECRETS, ""))
+    await _ready(lk, w)
+    job = await lk.dispatch("room-environ", metadata=json.dumps({"hold_seconds": 30}))
+    await lk.wait_for(lambda: lk.jobs[job["id"]]["status"] == "running", 30)
+    procs = [psutil.Process(w.pid), *psutil.Process(w.pid).children(recursive=True)]
+    assert len(procs) >= 3, "the worker, its forkserver and a job process at least"
+    for p in procs:
+        environ = "\n".join(p.environ().values())  # /proc/PID/environ
+        held = [name for name, value in TEST_SECRETS.items() if value in environ]
+        assert not held, f"{p.pid} {' '.join(p.cmdline())[:80]} holds {held}"
 
 
 async def test_logs_are_json_and_carry_no_secret(lk, worker_factory):

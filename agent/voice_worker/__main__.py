@@ -1,7 +1,8 @@
 """`livekit-voice-worker start | check-config`.
 
 Exit status: 0 after a clean drain, 78 (EX_CONFIG) on bad configuration, 69 (EX_UNAVAILABLE)
-when LiveKit stays unreachable, 1 on a second stop signal, 2 on bad usage.
+when LiveKit stays unreachable past LIVEKIT_MAX_RETRY attempts (set: by default it never gives up),
+1 on a second stop signal, 2 on bad usage.
 """
 
 from __future__ import annotations

@@ -75,7 +75,7 @@ class Settings:
     turn_detection: str = "vad"
     drain_timeout: int = 600
     reconnect_grace: float = 60.0
-    max_retry: int = 16
+    max_retry: int | None = None  # None: reconnect to LiveKit for as long as it takes
     num_idle_processes: int = 1
     state_dir: Path = Path("state")
     metrics_dir: Path = Path("metrics")
@@ -242,7 +242,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         turn_detection=turn_detection,
         drain_timeout=r.integer("WORKER_DRAIN_TIMEOUT", 600, 1, 86400),
         reconnect_grace=r.number("WORKER_RECONNECT_GRACE", 60.0, 1, 3600),
-        max_retry=r.integer("LIVEKIT_MAX_RETRY", 16, 0, 1000),
+        max_retry=(
+            r.integer("LIVEKIT_MAX_RETRY", 0, 0, 1000) if r.raw("LIVEKIT_MAX_RETRY") else None
+        ),
         num_idle_processes=r.integer("WORKER_NUM_IDLE_PROCESSES", 1, 0, 64),
         state_dir=Path(r.text("WORKER_STATE_DIR", state_default) or state_default),
         metrics_dir=Path(r.text("WORKER_METRICS_DIR", metrics_default) or metrics_default),

@@ -5,8 +5,10 @@ no later than the stock worker's registration (bench/worker_start.py).
 
 AgentServer.run() would start the same forkserver with the same preload list later; it finds this
 one running and uses it (multiprocessing keeps one forkserver per process). Job processes are
-forked from the forkserver, so they inherit its environment, not the worker's later one: what
-AgentServer.run() puts into os.environ for them is put there here, before the start.
+forked from the forkserver, so they inherit its environment, not the worker's later one.
+AgentServer.run() exports LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET for them; only the
+URL is exported here: the forkserver and the calls never hold the API secret in their environment
+(a call that needs the server API reads the credential, as the worker does: config.py).
 Relies on the pinned livekit-agents 1.8.9 (its preload list ends with the two ipc modules below).
 """
 
@@ -38,8 +40,6 @@ def preload_modules(settings: Settings) -> list[str]:
 
 def start(settings: Settings) -> None:
     os.environ["LIVEKIT_URL"] = settings.livekit_url
-    os.environ["LIVEKIT_API_KEY"] = settings.livekit_api_key
-    os.environ["LIVEKIT_API_SECRET"] = settings.livekit_api_secret
     multiprocessing.get_context("forkserver").set_forkserver_preload(
         list(dict.fromkeys(preload_modules(settings))) + _FRAMEWORK
     )

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 import time
 from typing import Any
 
@@ -129,7 +130,9 @@ def build_server(settings: Settings) -> AgentServer:
         host="127.0.0.1",
         port=0,  # the stock health server; ours (health.py) is the one operators use
         drain_timeout=settings.drain_timeout,
-        max_retry=settings.max_retry,
+        # By default it never gives up: an exit would only restart it into the same outage, and
+        # the unit's start limit would leave it failed after LiveKit came back (issue 12).
+        max_retry=sys.maxsize if settings.max_retry is None else settings.max_retry,
         num_idle_processes=settings.num_idle_processes,
         load_fnc=load,
         load_threshold=1.0,  # full at WORKER_MAX_JOBS, never by whole-host CPU
@@ -222,9 +225,7 @@ class Worker:
         interval = watchdog_interval()
         if interval is not None:
             helpers.append(
-                asyncio.create_task(
-                    run_watchdog(self.notifier, interval, self.state.healthy), name="watchdog"
-                )
+                asyncio.create_task(run_watchdog(self.notifier, interval), name="watchdog")
             )
         run_task = asyncio.create_task(self.server.run(), name="agent_server")
         stop_task = asyncio.create_task(self._stop.wait(), name="stop")

@@ -1,21 +1,18 @@
 """systemd notify protocol through sdnotify: READY, STATUS, WATCHDOG, STOPPING.
 
 Harmless without NOTIFY_SOCKET (sdnotify then sends nothing). The watchdog pings come from a task
-on the worker's event loop, so a blocked loop stops them; and they are sent only while the worker
-is healthy (connected, or disconnected for less than the reconnect grace), so systemd restarts a
-hung or cut-off worker.
+on the worker's event loop, so a blocked loop stops them and systemd restarts a hung worker. They
+do not depend on LiveKit: a worker cut off from LiveKit keeps reconnecting by itself (runner.py),
+and restarting it would only count towards the unit's start limit and leave it failed after a
+long outage (issue 12).
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
-from collections.abc import Callable
 
 import sdnotify
-
-logger = logging.getLogger("voice_worker.systemd")
 
 
 class Notifier:
@@ -56,15 +53,8 @@ def watchdog_interval(env: dict[str, str] | None = None) -> float | None:
         return None
 
 
-async def run_watchdog(notifier: Notifier, interval: float, healthy: Callable[[], bool]) -> None:
-    """Ping every `interval` seconds while `healthy()`; runs until cancelled."""
-    was_healthy = True
+async def run_watchdog(notifier: Notifier, interval: float) -> None:
+    """Ping every `interval` seconds for as long as the event loop runs; runs until cancelled."""
     while True:
-        ok = healthy()
-        if ok:
-            notifier.watchdog()
-        if ok != was_healthy:
-            level = logging.INFO if ok else logging.ERROR
-            logger.log(level, "watchdog pings %s", "resumed" if ok else "stopped: worker unhealthy")
-            was_healthy = ok
+        notifier.watchdog()
         await asyncio.sleep(interval)
