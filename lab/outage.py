@@ -28,7 +28,12 @@ from .__main__ import ROOT, host_address, lab_dir
 AGENTS = ("agent1", "agent2")
 LIVEKIT = "lk1"
 MONITOR = "mon1"
-UNIT = "livekit-voice-worker.service"
+# single mode: livekit-voice-worker.service on 8081; blue_green: the serving colour's instance
+# (@blue on 8081, @green on 8082). Found per host before the outage.
+UNITS = {
+    8081: ("livekit-voice-worker.service", "livekit-voice-worker@blue.service"),
+    8082: ("livekit-voice-worker@green.service",),
+}
 
 
 def lab_exec(host: str, *argv: str) -> str:
@@ -51,9 +56,9 @@ def http_status(url: str, context: ssl.SSLContext | None = None) -> int | None:
         return None
 
 
-def unit_state(host: str) -> dict[str, str]:
+def unit_state(host: str, unit: str) -> dict[str, str]:
     props = "NRestarts,ActiveState,SubState,MainPID,StatusText"
-    out = lab_exec(host, "systemctl", "show", UNIT, "-p", props)
+    out = lab_exec(host, "systemctl", "show", unit, "-p", props)
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 
@@ -75,6 +80,8 @@ def alert_firing(mon: str) -> set[str]:
 class Host:
     name: str
     address: str
+    port: int = 0
+    unit: str = ""
     before: dict[str, str] = field(default_factory=dict)
     not_ready_after: float | None = None
     states: set[str] = field(default_factory=set)
@@ -85,7 +92,16 @@ class Host:
     back_after: float | None = None
 
     def ready(self) -> int | None:
-        return http_status(f"http://{self.address}:8081/ready")
+        return http_status(f"http://{self.address}:{self.port}/ready")
+
+    def find_serving_unit(self) -> None:
+        for port, units in UNITS.items():
+            if http_status(f"http://{self.address}:{port}/ready") == 200:
+                for unit in units:
+                    if unit_state(self.name, unit).get("ActiveState") == "active":
+                        self.port, self.unit = port, unit
+                        return
+        sys.exit(f"lab.outage: {self.name} is not ready before the outage")
 
 
 def main() -> int:
@@ -97,9 +113,9 @@ def main() -> int:
     mon = host_address(MONITOR)
     tls = ssl.create_default_context(cafile=str(lab_dir() / "tls/ca.crt"))
     for h in hosts:
-        if h.ready() != 200:
-            sys.exit(f"lab.outage: {h.name} is not ready before the outage")
-        h.before = unit_state(h.name)
+        h.find_serving_unit()
+        h.before = unit_state(h.name, h.unit)
+        print(f"{h.name}: {h.unit} serves on port {h.port}")
 
     print(f"stopping livekit-server on {LIVEKIT} for {args.seconds:.0f} s", flush=True)
     lab_exec(LIVEKIT, "systemctl", "stop", "livekit-server")
@@ -112,7 +128,7 @@ def main() -> int:
         if now >= next_unit:
             next_unit = now + 5
             for h in hosts:
-                s = unit_state(h.name)
+                s = unit_state(h.name, h.unit)
                 h.states.add(f"{s.get('ActiveState')}/{s.get('SubState')}")
                 h.pids.add(s.get("MainPID", "?"))
                 h.restarts = int(s.get("NRestarts", 0)) - int(h.before.get("NRestarts", 0))
@@ -147,13 +163,13 @@ def main() -> int:
     print(f"\noutage {outage:.0f} s; per host:")
     ok = True
     for h in hosts:
-        after = unit_state(h.name)
+        after = unit_state(h.name, h.unit)
         restarts = int(after.get("NRestarts", 0)) - int(h.before.get("NRestarts", 0))
         same_pid = after.get("MainPID") == h.before.get("MainPID")
         back = "never (120 s)" if h.back_after is None else f"{h.back_after:.1f} s"
         nr = "never" if h.not_ready_after is None else f"{h.not_ready_after:.1f} s"
         print(
-            f"  {h.name}: /ready 503 after {nr}; states {'/'.join(sorted(h.states))}; "
+            f"  {h.name} ({h.unit}): /ready 503 after {nr}; states {'/'.join(sorted(h.states))}; "
             f"restarts {restarts}; same process {same_pid}; VoiceWorkerNotRegistered "
             f"{'fired' if h.alert else 'did not fire'}; registered again {back} after LiveKit "
             f"answered; STATUS during: {h.status_text!r}"
