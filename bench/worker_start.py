@@ -121,18 +121,15 @@ async def ours(tmp: Path, url: str) -> dict[str, float]:
         "NOTIFY_SOCKET": str(notify.path),
         "WATCHDOG_USEC": "30000000",
     }
-    ready = asyncio.ensure_future(notify.wait_for("READY", "1", timeout=60))
+    async def ready_at() -> float:
+        return (await notify.wait_for("READY", "1", timeout=60)).t
+
+    ready = asyncio.ensure_future(ready_at())
     try:
-        return await spawn(
-            [sys.executable, "-m", "voice_worker", "start"], env, asyncio.ensure_future(_t(ready))
-        )
+        return await spawn([sys.executable, "-m", "voice_worker", "start"], env, ready)
     finally:
         ready.cancel()
         notify.close()
-
-
-async def _t(n: asyncio.Future) -> float:
-    return (await n).t
 
 
 def _fmt(v: float | None) -> str:

@@ -42,6 +42,17 @@ def host_address(name: str) -> str:
     return json.loads(out.stdout)["address"]
 
 
+def lab_exec(host: str, *argv: str) -> str:
+    """A command's stdout on a lab host (`scripts/lab-hosts exec`)."""
+    out = subprocess.run(
+        [str(ROOT / "scripts/lab-hosts"), "exec", host, "--", *argv],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return out.stdout
+
+
 def connect_settings() -> tuple[str, str, str]:
     v = lab_vars()
     return (
@@ -55,23 +66,9 @@ def status() -> int:
     from .server import registered_workers, rooms
 
     url, key, secret = connect_settings()
-    journal = subprocess.run(
-        [
-            str(ROOT / "scripts/lab-hosts"),
-            "exec",
-            LIVEKIT_HOST,
-            "--",
-            "journalctl",
-            "-u",
-            "livekit-server",
-            "-o",
-            "cat",
-            "--no-pager",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout
+    journal = lab_exec(
+        LIVEKIT_HOST, "journalctl", "-u", "livekit-server", "-o", "cat", "--no-pager"
+    )
     workers = registered_workers(journal)
     print(f"LiveKit server {url} (host {LIVEKIT_HOST}), from its log and its API:")
     print(f"  agent workers registered: {len(workers)}")

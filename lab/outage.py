@@ -16,14 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import ssl
-import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 
-from .__main__ import ROOT, host_address, lab_dir
+from .__main__ import host_address, lab_dir, lab_exec
 
 AGENTS = ("agent1", "agent2")
 LIVEKIT = "lk1"
@@ -34,16 +33,6 @@ UNITS = {
     8081: ("livekit-voice-worker.service", "livekit-voice-worker@blue.service"),
     8082: ("livekit-voice-worker@green.service",),
 }
-
-
-def lab_exec(host: str, *argv: str) -> str:
-    out = subprocess.run(
-        [str(ROOT / "scripts/lab-hosts"), "exec", host, "--", *argv],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return out.stdout
 
 
 def http_status(url: str, context: ssl.SSLContext | None = None) -> int | None:
@@ -85,7 +74,6 @@ class Host:
     before: dict[str, str] = field(default_factory=dict)
     not_ready_after: float | None = None
     states: set[str] = field(default_factory=set)
-    pids: set[str] = field(default_factory=set)
     restarts: int = 0
     status_text: str = ""
     alert: bool = False
@@ -130,7 +118,6 @@ def main() -> int:
             for h in hosts:
                 s = unit_state(h.name, h.unit)
                 h.states.add(f"{s.get('ActiveState')}/{s.get('SubState')}")
-                h.pids.add(s.get("MainPID", "?"))
                 h.restarts = int(s.get("NRestarts", 0)) - int(h.before.get("NRestarts", 0))
                 h.status_text = s.get("StatusText", "")
             firing = alert_firing(mon)
