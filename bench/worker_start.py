@@ -121,6 +121,7 @@ async def ours(tmp: Path, url: str) -> dict[str, float]:
         "NOTIFY_SOCKET": str(notify.path),
         "WATCHDOG_USEC": "30000000",
     }
+
     async def ready_at() -> float:
         return (await notify.wait_for("READY", "1", timeout=60)).t
 
