@@ -38,7 +38,12 @@ def worker_env(tmp_path: Path) -> dict[str, str]:
 
 
 # ---- Where the suite's time goes (printed at the end of every run, CI included) ---------------
-_INTEGRATION = {"test_worker_integration.py", "test_loopback_livekit.py", "test_lab_providers.py"}
+_INTEGRATION = {
+    "test_worker_integration.py",
+    "test_config_connect.py",
+    "test_loopback_livekit.py",
+    "test_lab_providers.py",
+}
 _MONITORING = {
     "test_monitoring_rules.py",
     "test_grafana_dashboard.py",

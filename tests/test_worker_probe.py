@@ -47,3 +47,20 @@ def test_serving_unit(units: list[dict], expected: str) -> None:
 )
 def test_timespan(text: str, seconds: float) -> None:
     assert probe.timespan(text) == pytest.approx(seconds)
+
+
+def test_a_running_worker_is_asked_on_the_address_it_was_started_with() -> None:
+    # between a change of voice_worker_health_port and the restart, the unit runs on the old port
+    import subprocess
+    import sys
+
+    env = {"HEALTH_CHECK_HOST": "127.0.0.2", "HEALTH_CHECK_PORT": "8081"}
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdin.read()"], env=env, stdin=subprocess.PIPE
+    )
+    try:
+        assert probe.started_address(child.pid, "127.0.0.1", "8083") == ("127.0.0.2", "8081")
+    finally:
+        child.communicate(b"")
+    # a process without those settings (or gone): the configured address
+    assert probe.started_address(child.pid, "127.0.0.1", "8083") == ("127.0.0.1", "8083")

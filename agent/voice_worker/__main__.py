@@ -1,8 +1,9 @@
-"""`livekit-voice-worker start | check-config`.
+"""`livekit-voice-worker start | check-config [--connect [--bind-health]]`.
 
 Exit status: 0 after a clean drain, 78 (EX_CONFIG) on bad configuration, 69 (EX_UNAVAILABLE)
-when LiveKit stays unreachable past LIVEKIT_MAX_RETRY attempts (set: by default it never gives up),
-1 on a second stop signal, 2 on bad usage.
+when LiveKit stays unreachable past LIVEKIT_MAX_RETRY attempts (set: by default it never gives up)
+or, for `check-config --connect`, when LiveKit does not accept the registration or the health
+address cannot be bound, 1 on a second stop signal, 2 on bad usage.
 """
 
 from __future__ import annotations
@@ -53,11 +54,30 @@ def _summary(settings: Settings) -> dict[str, object]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="livekit-voice-worker")
     parser.add_argument("command", choices=["start", "check-config"])
+    parser.add_argument(
+        "--connect",
+        action="store_true",
+        help="check-config: also register with LiveKit once (livekit_check.py)",
+    )
+    parser.add_argument(
+        "--bind-health",
+        action="store_true",
+        help="check-config --connect: also bind HEALTH_CHECK_HOST:HEALTH_CHECK_PORT once",
+    )
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
         if args.command == "check-config":
-            print(json.dumps({"configuration": "ok", **_summary(settings)}))
+            summary = {"configuration": "ok", **_summary(settings)}
+            if args.connect:
+                from .livekit_check import EX_UNAVAILABLE, CheckFailed, connect
+
+                try:
+                    summary.update(connect(settings, args.bind_health))
+                except CheckFailed as err:
+                    print(f"livekit-voice-worker: check failed: {err}", file=sys.stderr)
+                    return EX_UNAVAILABLE
+            print(json.dumps(summary))
             return 0
         _prepare_dirs(settings)
     except ConfigError as err:

@@ -4,7 +4,9 @@
 Used by the role's probe.yml, drain.yml and blue_green_switch.yml and by the fleet playbooks:
 for each unit, systemd's view (state, result, restarts, uptime, TimeoutStopSec), the release its
 link points at, and the worker's own answers on `GET /` and `GET /ready` (asked only while the unit
-runs: in blue/green mode the single unit and the blue colour share a port).
+runs: in blue/green mode the single unit and the blue colour share a port). A running worker is
+asked on the address its main process was started with (HEALTH_CHECK_HOST/PORT in its environment),
+which differs from the configured one between a change of voice_worker_health_port and the restart.
 
 Usage: worker_probe.py HEALTH_HOST UNIT:PORT:RELEASE_LINK [UNIT:PORT:RELEASE_LINK ...]
 The top-level fields describe the *serving* unit: the first running one that answers /ready 200,
@@ -65,6 +67,19 @@ def http_base(host, port):
     return f"http://{host}:{port}"
 
 
+def started_address(pid, host, port):
+    """HEALTH_CHECK_HOST/PORT the process runs with (root reads any environ), else the given."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            env = dict(v.split(b"=", 1) for v in f.read().split(b"\0") if b"=" in v)
+    except OSError:
+        return host, port
+    return (
+        env.get(b"HEALTH_CHECK_HOST", host.encode()).decode(),
+        env.get(b"HEALTH_CHECK_PORT", str(port).encode()).decode(),
+    )
+
+
 def probe(host, unit, port, link):
     out = subprocess.run(
         ["systemctl", "show", unit] + [f"--property={p}" for p in PROPS],
@@ -76,6 +91,9 @@ def probe(host, unit, port, link):
     state = props.get("ActiveState", "")
     entered = int(props.get("ActiveEnterTimestampMonotonic") or 0)
     live_status, live, ready_status = 0, None, 0
+    pid = int(props.get("MainPID") or 0)
+    if state in RUNNING and pid:
+        host, port = started_address(pid, host, port)
     if state in RUNNING:
         base = http_base(host, port)
         live_status, live = get(base, "/")
@@ -84,6 +102,7 @@ def probe(host, unit, port, link):
     return {
         "unit": unit,
         "colour": unit.split("@", 1)[1].split(".", 1)[0] if "@" in unit else "",
+        "host": host,
         "port": int(port),
         "load_state": props.get("LoadState", ""),
         "active_state": state,
@@ -91,7 +110,7 @@ def probe(host, unit, port, link):
         "result": props.get("Result", ""),
         "enabled": props.get("UnitFileState", ""),
         "restarts": int(props.get("NRestarts") or 0),
-        "main_pid": int(props.get("MainPID") or 0),
+        "main_pid": pid,
         "exec_main_status": int(props.get("ExecMainStatus") or 0),
         "uptime_s": round(time.monotonic() - entered / 1e6) if state == "active" and entered else 0,
         "timeout_stop_s": timespan(props.get("TimeoutStopUSec", "")),
