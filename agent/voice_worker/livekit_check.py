@@ -91,8 +91,8 @@ async def register_once(settings: Settings) -> str:
             return msg.register.worker_id
     except aiohttp.WSServerHandshakeError as e:
         reason = {
-            401: "refused LIVEKIT_API_KEY/LIVEKIT_API_SECRET (401)",
-            403: "refused LIVEKIT_API_KEY/LIVEKIT_API_SECRET (403)",
+            401: "refused the API key and secret (401)",
+            403: "refused the API key and secret (403)",
             404: "has no agent endpoint there (404): check the URL's path",
         }.get(e.status, f"answered HTTP {e.status}")
         setting = "LIVEKIT_API_KEY/LIVEKIT_API_SECRET" if e.status in (401, 403) else "LIVEKIT_URL"

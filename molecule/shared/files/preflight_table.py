@@ -1,0 +1,152 @@
+"""Table-driven proof that bad inventory values are refused before any host changes.
+
+    python preflight_table.py --inventory INVENTORY --host HOST [--cases bad_values.yml]
+
+Each case of bad_values.yml becomes its own inventory alias of HOST (same address and ssh
+settings, the case's groups and variables as host vars), next to one alias without a bad value.
+All of them run playbooks/preflight.yml, the first play of site.yml, in one ansible-playbook run
+(json callback). A case passes when its alias failed with a message that names the variable,
+in at most two lines and without the value when it is a secret; the clean alias must pass, and no
+task may report a change on any alias. Prints one line per case; exits 1 if any case fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[3]
+CASES = Path(__file__).with_name("bad_values.yml")
+
+
+def host_vars(inventory: str, host: str) -> dict:
+    out = subprocess.run(
+        [str(Path(sys.executable).with_name("ansible-inventory")), "-i", inventory, "--host", host],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return {k: v for k, v in json.loads(out.stdout).items() if k.startswith("ansible_")}
+
+
+def messages(results: list[dict]) -> list[str]:
+    """The failure messages of one host's failed task (loop items included)."""
+    found = []
+    for r in results:
+        for item in r.get("results", []) if isinstance(r.get("results"), list) else []:
+            if item.get("failed") and item.get("msg"):
+                found.append(str(item["msg"]))
+        if r.get("failed") and r.get("msg") and not r.get("results"):
+            found.append(str(r["msg"]))
+    return found
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--inventory", required=True)
+    ap.add_argument("--host", required=True)
+    ap.add_argument("--cases", default=str(CASES))
+    args = ap.parse_args()
+
+    cases = yaml.safe_load(Path(args.cases).read_text())
+    connection = host_vars(args.inventory, args.host)
+    aliases: dict[str, dict] = {}
+    groups: dict[str, dict] = {}
+    # A monitoring alias builds its scrape targets from the clean alias only, not from the bad ones.
+    clean_only = {"prometheus_agent_group": "preflight_table_clean"}
+    for i, case in enumerate(
+        [{"expect": None, "vars": {}, "groups": ["agent_hosts", "preflight_table_clean"]}, *cases]
+    ):
+        name = f"bad-{i:02d}" if i else "clean"
+        aliases[name] = case
+        for group in case.get("groups", ["agent_hosts"]):
+            groups.setdefault(group, {"hosts": {}})["hosts"][name] = {
+                **connection,
+                **clean_only,
+                **case["vars"],
+            }
+
+    with tempfile.TemporaryDirectory() as tmp:
+        table = Path(tmp) / "bad_values_inventory.yml"
+        table.write_text(yaml.safe_dump({"all": {"children": groups}}))
+        env = {
+            **os.environ,
+            "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json",
+            "ANSIBLE_FORCE_COLOR": "0",
+        }
+        run = subprocess.run(
+            [
+                str(Path(sys.executable).with_name("ansible-playbook")),
+                "-i",
+                args.inventory,
+                "-i",
+                str(table),
+                "--limit",
+                ",".join(aliases),
+                "-e",
+                "preflight_stop_all=false",
+                str(ROOT / "playbooks/preflight.yml"),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=ROOT,
+            check=False,
+        )
+    try:
+        report = json.loads(run.stdout)
+    except ValueError:
+        print(run.stdout[-3000:], run.stderr[-3000:], sep="\n")
+        return 1
+
+    per_host: dict[str, list[dict]] = {name: [] for name in aliases}
+    for play in report["plays"]:
+        for task in play["tasks"]:
+            for host, result in task["hosts"].items():
+                if host in per_host:
+                    per_host[host].append(result)
+    stats = report["stats"]
+
+    bad = 0
+    changed = {
+        h: s.get("changed", 0) for h, s in stats.items() if h in aliases and s.get("changed")
+    }
+    for name, case in aliases.items():
+        failed = stats.get(name, {}).get("failures", 0) > 0
+        msgs = messages(per_host[name])
+        msg = msgs[0] if msgs else ""
+        if case["expect"] is None:
+            ok, why = not failed, "passes" if not failed else f"refused: {msg[:200]}"
+        else:
+            secret = case.get("secret") and any(str(v) in msg for v in case["vars"].values())
+            ok = (
+                failed
+                and case["expect"] in msg
+                and len(msg.strip().splitlines()) <= 2
+                and len(msg) <= 600
+                and not secret
+                and name not in changed
+            )
+            why = msg.replace("\n", " ")[:160] if msg else "NOT REFUSED"
+            if secret:
+                why = "PRINTS THE SECRET: " + why
+        bad += not ok
+        label = case["expect"] or "(no bad value)"
+        print(f"{'ok ' if ok else 'BAD'} {name} {label:40} {why}")
+    refused = sum(1 for n, c in aliases.items() if c["expect"] and stats.get(n, {}).get("failures"))
+    print(
+        f"{len(cases)} bad values: {refused} refused in preflight, {len(cases) - refused} not; "
+        f"changed tasks on any alias: {sum(changed.values())}; cases failing the check: {bad}"
+    )
+    return 1 if bad or changed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
