@@ -3,10 +3,11 @@
     python preflight_table.py --inventory INVENTORY --host HOST [--cases bad_values.yml]
 
 Each case of bad_values.yml becomes its own inventory alias of HOST (same address and ssh
-settings, the case's groups and variables as host vars), next to one alias without a bad value.
+settings, the case's groups and variables as host vars), next to an agent and a monitoring alias
+without a bad value.
 All of them run playbooks/preflight.yml, the first play of site.yml, in one ansible-playbook run
 (json callback). A case passes when its alias failed with a message that names the variable,
-in at most two lines and without the value when it is a secret; the clean alias must pass, and no
+in at most two lines and without the value when it is a secret; the clean aliases must pass, and no
 task may report a change on any alias. Prints one line per case; exits 1 if any case fails.
 """
 
@@ -61,10 +62,17 @@ def main() -> int:
     groups: dict[str, dict] = {}
     # A monitoring alias builds its scrape targets from the clean alias only, not from the bad ones.
     clean_only = {"prometheus_agent_group": "preflight_table_clean"}
-    for i, case in enumerate(
-        [{"expect": None, "vars": {}, "groups": ["agent_hosts", "preflight_table_clean"]}, *cases]
-    ):
-        name = f"bad-{i:02d}" if i else "clean"
+    clean = [
+        {
+            "name": "clean",
+            "expect": None,
+            "vars": {},
+            "groups": ["agent_hosts", "preflight_table_clean"],
+        },
+        {"name": "clean-mon", "expect": None, "vars": {}, "groups": ["monitoring_hosts"]},
+    ]
+    for i, case in enumerate([*clean, *cases]):
+        name = case.get("name") or f"bad-{i - len(clean) + 1:02d}"
         aliases[name] = case
         for group in case.get("groups", ["agent_hosts"]):
             groups.setdefault(group, {"hosts": {}})["hosts"][name] = {

@@ -22,7 +22,9 @@ def main():
     base, start, end, ids = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), set(sys.argv[4:])
     jobs = [j for j in get(base, "/_loopback/jobs") if j["id"] in ids]
     events = get(base, "/_loopback/events")
-    minimum = get(base, f"/_loopback/min_available?start_ts={start}&end_ts={end}")
+    # the fleet's workers (automatic dispatch, agent_name ""), not the role's one-off registrations
+    # that prove a configuration (check-config --connect, agent name livekit-voice-worker-config-check)
+    minimum = get(base, f"/_loopback/min_available?start_ts={start}&end_ts={end}&agent_name=")
     # first moment each worker reported WS_FULL/draining inside the window = its drain start
     drain_ts = {}
     for ev in events:
@@ -45,7 +47,9 @@ def main():
         {
             ev["worker_id"]
             for ev in events
-            if ev["kind"] == "worker_registered" and start <= ev["ts"] <= end
+            if ev["kind"] == "worker_registered"
+            and not ev.get("agent_name")
+            and start <= ev["ts"] <= end
         }
     )
     print(
@@ -79,7 +83,9 @@ def main():
                         (
                             ev["ts"]
                             for ev in events
-                            if ev["kind"] == "worker_registered" and start <= ev["ts"] <= end
+                            if ev["kind"] == "worker_registered"
+                            and not ev.get("agent_name")
+                            and start <= ev["ts"] <= end
                         ),
                         default=0,
                     )
