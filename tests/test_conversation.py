@@ -92,7 +92,7 @@ async def test_silent_caller_ends_the_session_after_the_idle_timeout(worker_env)
     # the real pipeline (providers pointed at a closed loopback port; none is called here)
     env = {
         **worker_env,
-        "WORKER_IDLE_TIMEOUT": "5",
+        "WORKER_IDLE_TIMEOUT": "10",
         "DEEPGRAM_BASE_URL": "http://127.0.0.1:9/v1/listen",
         "CARTESIA_BASE_URL": "http://127.0.0.1:9",
         "OPENAI_BASE_URL": "http://127.0.0.1:9/v1",

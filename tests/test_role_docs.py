@@ -1,12 +1,16 @@
 """Roles whose variables are documented three ways: defaults/main.yml, meta/argument_specs.yml and
-the README table agree (same variables, same order, same literal defaults)."""
+the README table agree (same variables, same order, same literal defaults); and the ranges the
+preflight enforces, the argument spec states and the worker's own config reader accepts agree."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 import yaml
+
+from voice_worker.config import ConfigError, load_settings
 
 ROLES = Path(__file__).resolve().parents[1] / "roles"
 
@@ -27,3 +31,45 @@ def test_every_variable_is_specified_and_documented(role: str) -> None:
             assert options[name].get("default") == value, name
         if "choices" in options[name]:
             assert value in options[name]["choices"], name
+
+
+def _preflight_ranges() -> dict[str, tuple[int, int]]:
+    tasks = yaml.safe_load((ROLES / "voice_worker/tasks/preflight.yml").read_text())
+    task = next(t for t in tasks if t.get("name") == "Preflight | Assert integer ranges")
+    return {item["var"]: (item["min"], item["max"]) for item in task["loop"]}
+
+
+def _worker_env_names() -> dict[str, str]:
+    """Role variable -> the worker setting worker.env.j2 writes it to."""
+    template = (ROLES / "voice_worker/templates/worker.env.j2").read_text()
+    names = dict(
+        (var, env)
+        for env, var in re.findall(
+            r"^([A-Z_]+)=\{\{ (voice_worker_[a-z_0-9]+) \}\}$", template, re.M
+        )
+    )
+    names["voice_worker_max_jobs"] = "WORKER_MAX_JOBS"  # written through the capacity plan
+    return names
+
+
+# The role's own meaning of a value outside the worker's range: 0 jobs = computed from the host.
+ROLE_ONLY = {"voice_worker_max_jobs": 0}
+
+
+@pytest.mark.parametrize("var", sorted(_preflight_ranges()))
+def test_ranges_agree_in_preflight_argument_spec_and_worker(var: str, worker_env) -> None:
+    lo, hi = _preflight_ranges()[var]
+    lo_worker = lo + 1 if ROLE_ONLY.get(var) == lo else lo
+    specs = yaml.safe_load((ROLES / "voice_worker/meta/argument_specs.yml").read_text())
+    assert (
+        f"({lo_worker}-{hi})" in specs["argument_specs"]["main"]["options"][var]["description"]
+    ), var
+    env = _worker_env_names().get(var)
+    if env is None:
+        return  # a setting of the role only (waits, retries)
+    for ok in (lo_worker, hi):
+        load_settings({**worker_env, env: str(ok)})
+    for bad in (lo_worker - 1, hi + 1):
+        with pytest.raises(ConfigError) as err:
+            load_settings({**worker_env, env: str(bad)})
+        assert err.value.setting == env

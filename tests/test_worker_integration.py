@@ -176,7 +176,7 @@ async def test_an_outage_heals_without_a_restart(lk, worker_factory):
     """Cut off from LiveKit past the grace: the worker stays up (watchdog pings go on, so systemd
     does not restart it into the outage and towards the start limit), says so on / , /ready and
     STATUS, keeps reconnecting, and registers again soon after LiveKit answers."""
-    w = await worker_factory(WORKER_RECONNECT_GRACE="3")
+    w = await worker_factory(WORKER_RECONNECT_GRACE="5")
     await _ready(lk, w)
 
     lk.refuse_connections()

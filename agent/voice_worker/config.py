@@ -236,12 +236,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         agent_name=r.text("AGENT_NAME", "") or "",
         log_level=log_level,
         health_host=health_host,
-        health_port=r.integer("HEALTH_CHECK_PORT", 8081, 1, 65535),
+        health_port=r.integer("HEALTH_CHECK_PORT", 8081, 1024, 65535),
         max_jobs=r.integer("WORKER_MAX_JOBS", 4, 1, 256),
-        idle_timeout=r.number("WORKER_IDLE_TIMEOUT", 300.0, 5, 86400),
+        idle_timeout=r.number("WORKER_IDLE_TIMEOUT", 300.0, 10, 86400),
         turn_detection=turn_detection,
-        drain_timeout=r.integer("WORKER_DRAIN_TIMEOUT", 600, 1, 86400),
-        reconnect_grace=r.number("WORKER_RECONNECT_GRACE", 60.0, 1, 3600),
+        drain_timeout=r.integer("WORKER_DRAIN_TIMEOUT", 600, 30, 3600),
+        reconnect_grace=r.number("WORKER_RECONNECT_GRACE", 60.0, 5, 3600),
         max_retry=(
             r.integer("LIVEKIT_MAX_RETRY", 0, 0, 1000) if r.raw("LIVEKIT_MAX_RETRY") else None
         ),
