@@ -23,7 +23,7 @@ def main():
     jobs = [j for j in get(base, "/_loopback/jobs") if j["id"] in ids]
     events = get(base, "/_loopback/events")
     # the fleet's workers (automatic dispatch, agent_name ""), not the role's one-off registrations
-    # that prove a configuration (check-config --connect, agent name livekit-voice-worker-config-check)
+    # that prove a configuration (check-config --connect: livekit-voice-worker-config-check)
     minimum = get(base, f"/_loopback/min_available?start_ts={start}&end_ts={end}&agent_name=")
     # first moment each worker reported WS_FULL/draining inside the window = its drain start
     drain_ts = {}
