@@ -37,6 +37,17 @@ def worker_env(tmp_path: Path) -> dict[str, str]:
     }
 
 
+@pytest.fixture
+async def lk():
+    """The loopback LiveKit server (tests/loopback_livekit), with the test key and secret."""
+    from tests.loopback_livekit.server import LoopbackLiveKit
+
+    server = LoopbackLiveKit(TEST_SECRETS["LIVEKIT_API_KEY"], TEST_SECRETS["LIVEKIT_API_SECRET"])
+    await server.start()
+    yield server
+    await server.stop()
+
+
 # ---- Where the suite's time goes (printed at the end of every run, CI included) ---------------
 _INTEGRATION = {
     "test_worker_integration.py",

@@ -9,22 +9,10 @@ import json
 import os
 import socket
 import sys
-from collections.abc import AsyncIterator
-
-import pytest
 
 from tests.conftest import TEST_SECRETS, free_port
-from tests.loopback_livekit.server import LoopbackLiveKit
 
 EX_UNAVAILABLE = 69
-
-
-@pytest.fixture
-async def lk() -> AsyncIterator[LoopbackLiveKit]:
-    server = LoopbackLiveKit(TEST_SECRETS["LIVEKIT_API_KEY"], TEST_SECRETS["LIVEKIT_API_SECRET"])
-    await server.start()
-    yield server
-    await server.stop()
 
 
 async def _check(env: dict[str, str], *flags: str) -> tuple[int, str, str]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import signal
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import psutil
@@ -18,14 +17,6 @@ import pytest
 from tests.conftest import TEST_SECRETS
 from tests.loopback_livekit.server import LoopbackLiveKit
 from tests.worker_process import WorkerProcess, start_worker
-
-
-@pytest.fixture
-async def lk() -> AsyncIterator[LoopbackLiveKit]:
-    server = LoopbackLiveKit(TEST_SECRETS["LIVEKIT_API_KEY"], TEST_SECRETS["LIVEKIT_API_SECRET"])
-    await server.start()
-    yield server
-    await server.stop()
 
 
 @pytest.fixture
