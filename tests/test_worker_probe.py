@@ -56,8 +56,14 @@ def test_a_running_worker_is_asked_on_the_address_it_was_started_with() -> None:
 
     env = {"HEALTH_CHECK_HOST": "127.0.0.2", "HEALTH_CHECK_PORT": "8081"}
     child = subprocess.Popen(
-        [sys.executable, "-c", "import sys; sys.stdin.read()"], env=env, stdin=subprocess.PIPE
+        [sys.executable, "-c", "print('up', flush=True); import sys; sys.stdin.read()"],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
     )
+    # Popen returns once execve has begun (vfork): the kernel publishes the new environment a moment
+    # later, so wait until the child runs; a worker the probe asks has long been running.
+    assert child.stdout and child.stdout.readline() == b"up\n"
     try:
         assert probe.started_address(child.pid, "127.0.0.1", "8083") == ("127.0.0.2", "8081")
     finally:
