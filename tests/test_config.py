@@ -57,6 +57,8 @@ def test_systemd_directories_are_the_defaults(worker_env) -> None:
         ("WORKER_ENTRYPOINT", "no_colon_here"),
         ("PRICE_STT_USD_PER_MINUTE", "cheap"),
         ("LIVEKIT_MAX_RETRY", "forever"),
+        ("WORKER_JOB_MEMORY_LIMIT_MB", "32"),
+        ("WORKER_JOB_MEMORY_LIMIT_MB", "-1"),
     ],
 )
 def test_invalid_values_name_the_setting(worker_env, name: str, value: str) -> None:
@@ -64,6 +66,17 @@ def test_invalid_values_name_the_setting(worker_env, name: str, value: str) -> N
         load_settings({**worker_env, name: value})
     assert err.value.setting == name
     assert name in str(err.value)
+
+
+def test_job_memory_warning_defaults_below_the_limit(worker_env) -> None:
+    assert load_settings(worker_env).job_memory_warn_mb == 1000  # livekit-agents' default
+    limited = load_settings({**worker_env, "WORKER_JOB_MEMORY_LIMIT_MB": "400"})
+    assert (limited.job_memory_limit_mb, limited.job_memory_warn_mb) == (400, 300)
+    with pytest.raises(ConfigError) as err:
+        load_settings(
+            {**worker_env, "WORKER_JOB_MEMORY_LIMIT_MB": "400", "WORKER_JOB_MEMORY_WARN_MB": "500"}
+        )
+    assert err.value.setting == "WORKER_JOB_MEMORY_WARN_MB"
 
 
 @pytest.mark.parametrize("name", sorted(TEST_SECRETS))

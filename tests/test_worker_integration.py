@@ -253,3 +253,40 @@ async def test_logs_are_json_and_carry_no_secret(lk, worker_factory):
     job_lines = [r for r in records if r.get("job_id") == job["id"]]
     assert job_lines and all(r.get("room_name") == "room-logs" for r in job_lines)
     assert any(r.get("session_id") for r in job_lines)
+
+
+async def test_a_job_over_its_memory_limit_dies_alone(lk, worker_factory):
+    """Issue 12: a call that eats memory is killed by livekit-agents' per-job limit (PSS); the
+    worker, its forkserver and the other call go on; the kill is counted and logged with the room.
+    Job processes carry the highest OOM score, the worker and the forkserver the inherited one."""
+    w = await worker_factory(WORKER_JOB_MEMORY_LIMIT_MB="300")
+    worker_id = await _ready(lk, w)
+    calm = await lk.dispatch("room-calm", metadata=json.dumps({"hold_seconds": 20}))
+    hog = await lk.dispatch(
+        "room-hog", metadata=json.dumps({"hold_seconds": 120, "grow_mb_per_s": 40})
+    )
+    assert {calm["worker_id"], hog["worker_id"]} == {worker_id}
+    await lk.wait_for(lambda: lk.jobs[hog["id"]]["status"] == "running", 30)
+    worker = psutil.Process(w.pid)
+    before = {p.pid: p for p in worker.children(recursive=True)}
+    scores = {pid: int(open(f"/proc/{pid}/oom_score_adj").read()) for pid in before}
+    jobs = {pid for pid, score in scores.items() if score == 1000}
+    assert int(open(f"/proc/{w.pid}/oom_score_adj").read()) == 0
+    assert len(jobs) >= 2 and len(scores) - len(jobs) >= 1, scores  # 2 jobs (+ idle), forkserver
+
+    # 40 MB/s against 300 MB, sampled every 5 s: killed well before its 120 s
+    await lk.wait_for(lambda: lk.jobs[hog["id"]]["status"] not in ("assigned", "running"), 60)
+    assert lk.jobs[hog["id"]]["status"] == "failed"
+    assert lk.jobs[calm["id"]]["status"] == "running"
+    await lk.wait_for(lambda: lk.jobs[calm["id"]]["status"] == "success", 40)
+    assert w.proc.poll() is None and worker.is_running()
+    survivors = {p.pid for p in worker.children(recursive=True)}
+    assert set(before) - jobs <= survivors, "the forkserver survived"
+    assert await w.metric("voice_worker_jobs_memory_limited_total") == 1
+    assert await w.metric("voice_worker_jobs_finished_total", {"outcome": "failed"}) == 1
+    assert await w.metric("voice_worker_jobs_finished_total", {"outcome": "success"}) == 1
+    ended = [r for r in w.logs() if r.get("reason") == "memory_limit"]
+    assert [(r["job_id"], r["room_name"]) for r in ended] == [(hog["id"], "room-hog")]
+    assert ended[0]["memory_usage_mb"] > 300
+    code, body = await w.get("/ready")
+    assert code == 200, body

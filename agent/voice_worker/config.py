@@ -77,6 +77,10 @@ class Settings:
     reconnect_grace: float = 60.0
     max_retry: int | None = None  # None: reconnect to LiveKit for as long as it takes
     num_idle_processes: int = 1
+    # livekit-agents' per-job memory check (PSS, every 5 s): above warn a warning, above limit the
+    # job process is killed; 0 turns either off (livekit-agents' defaults: 1000 and 0)
+    job_memory_warn_mb: int = 1000
+    job_memory_limit_mb: int = 0
     state_dir: Path = Path("state")
     metrics_dir: Path = Path("metrics")
     entrypoint: str = "voice_worker.agent:entrypoint"
@@ -210,6 +214,20 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     runtime = env.get("RUNTIME_DIRECTORY", "").split(":")[0]
     metrics_default = str(Path(runtime) / "metrics") if runtime else "metrics"
 
+    job_memory_limit_mb = r.integer("WORKER_JOB_MEMORY_LIMIT_MB", 0, 0, 1_048_576)
+    if 0 < job_memory_limit_mb < 64:
+        raise ConfigError(
+            "WORKER_JOB_MEMORY_LIMIT_MB", "must be 0 (off) or at least 64 (a job process's size)"
+        )
+    # unset: livekit-agents' 1000, or three quarters of the limit when that is lower
+    warn_default = min(1000, job_memory_limit_mb * 3 // 4) if job_memory_limit_mb else 1000
+    job_memory_warn_mb = r.integer("WORKER_JOB_MEMORY_WARN_MB", warn_default, 0, 1_048_576)
+    if job_memory_limit_mb and job_memory_warn_mb > job_memory_limit_mb:
+        raise ConfigError(
+            "WORKER_JOB_MEMORY_WARN_MB",
+            f"must not exceed WORKER_JOB_MEMORY_LIMIT_MB ({job_memory_limit_mb})",
+        )
+
     prices = Prices(
         stt_usd_per_minute=r.number("PRICE_STT_USD_PER_MINUTE", 0.0043, 0, 1000),
         llm_usd_per_1m_input_tokens=r.number("PRICE_LLM_USD_PER_1M_INPUT_TOKENS", 0.15, 0, 1e6),
@@ -246,6 +264,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             r.integer("LIVEKIT_MAX_RETRY", 0, 0, 1000) if r.raw("LIVEKIT_MAX_RETRY") else None
         ),
         num_idle_processes=r.integer("WORKER_NUM_IDLE_PROCESSES", 1, 0, 64),
+        job_memory_warn_mb=job_memory_warn_mb,
+        job_memory_limit_mb=job_memory_limit_mb,
         state_dir=Path(r.text("WORKER_STATE_DIR", state_default) or state_default),
         metrics_dir=Path(r.text("WORKER_METRICS_DIR", metrics_default) or metrics_default),
         entrypoint=entrypoint,

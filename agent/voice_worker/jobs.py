@@ -28,6 +28,20 @@ logger = logging.getLogger("voice_worker.job")
 
 Conversation = Callable[[JobContext, "JobRuntime"], Awaitable[None]]
 
+# Job processes are the kernel's first choice when the unit's cgroup (MemoryMax=) or the host runs
+# out of memory: the largest job goes, the worker process and the forkserver (0, the unit's) stay,
+# and the unit's OOMPolicy=continue keeps the other calls. Raising one's own score needs no
+# privilege.
+JOB_OOM_SCORE_ADJ = 1000
+
+
+def raise_oom_score(path: str = "/proc/self/oom_score_adj") -> None:
+    try:
+        with open(path, "w") as f:
+            f.write(str(JOB_OOM_SCORE_ADJ))
+    except OSError as e:  # never worth failing a call over
+        logger.warning("could not raise the job process's OOM score", extra={"error": str(e)})
+
 
 def prewarm(proc: JobProcess) -> None:
     """Runs once per job process before it takes a job: settings, the shared Silero VAD, and what
@@ -38,6 +52,7 @@ def prewarm(proc: JobProcess) -> None:
     from . import input_guard, usage  # noqa: F401 (imported here, once, not in a call)
     from .models import VAD  # loaded in the forkserver already (runner.py's preload_modules)
 
+    raise_oom_score()
     settings = load_settings()
     proc.userdata["settings"] = settings
     proc.userdata["vad"] = VAD

@@ -32,6 +32,10 @@ MAX_JOBS = Gauge(
 DISCONNECTS = Counter("voice_worker_disconnects", "Connections to LiveKit lost")
 JOBS_STARTED = Counter("voice_worker_jobs_started", "Jobs launched in a job process")
 JOBS_FINISHED = Counter("voice_worker_jobs_finished", "Jobs ended, by outcome", ["outcome"])
+JOBS_MEMORY_LIMITED = Counter(
+    "voice_worker_jobs_memory_limited",
+    "Job processes killed for exceeding WORKER_JOB_MEMORY_LIMIT_MB (also counted as failed)",
+)
 JOB_DURATION = Histogram(
     "voice_worker_job_duration_seconds",
     "Wall time from job launch to job end",

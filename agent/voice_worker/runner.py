@@ -89,14 +89,28 @@ class WorkerState:
         return f"Disconnected from LiveKit for {gone:.0f}s, reconnecting; {jobs_txt}"
 
 
-class JobMetrics:
-    """Job starts, ends by outcome and durations, seen from the worker process."""
+class JobMetrics(logging.Filter):
+    """Job starts, ends by outcome and durations, seen from the worker process.
+
+    Also a filter on livekit-agents' logger: its memory monitor (supervised_proc.py in 1.8.9) says
+    "job process exceeded memory limit, killing it" with the job id and room, and nothing else
+    tells a memory kill from another failure."""
+
+    MEMORY_LIMIT_MESSAGE = "process exceeded memory limit"
 
     def __init__(self) -> None:
+        super().__init__()
         from . import metrics as m  # after the AgentServer wiped the metrics directory
 
         self.m = m
         self._launched: dict[str, float] = {}
+        self._memory_limited: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        job_id = getattr(record, "job_id", None)
+        if job_id and self.MEMORY_LIMIT_MESSAGE in record.getMessage():
+            self._memory_limited[job_id] = float(getattr(record, "memory_usage_mb", 0) or 0)
+        return True  # the record is logged as it is
 
     def launched(self, proc: Any) -> None:
         job = proc.running_job
@@ -110,13 +124,17 @@ class JobMetrics:
         if job is None or job.job.id not in self._launched:
             return
         started = self._launched.pop(job.job.id)
-        outcome = "success" if proc.status.value == "success" else "failed"
+        memory_mb = self._memory_limited.pop(job.job.id, None)
+        outcome = "success" if proc.status.value == "success" and memory_mb is None else "failed"
         self.m.JOBS_FINISHED.labels(outcome=outcome).inc()
         self.m.JOB_DURATION.observe(time.monotonic() - started)
-        logger.info(
-            "job ended",
-            extra={"job_id": job.job.id, "room_name": job.job.room.name, "outcome": outcome},
-        )
+        extra = {"job_id": job.job.id, "room_name": job.job.room.name, "outcome": outcome}
+        if memory_mb is not None:
+            self.m.JOBS_MEMORY_LIMITED.inc()
+            extra |= {"reason": "memory_limit", "memory_usage_mb": memory_mb}
+            logger.error("job ended: its process exceeded the job memory limit", extra=extra)
+            return
+        logger.info("job ended", extra=extra)
 
 
 def build_server(settings: Settings) -> AgentServer:
@@ -134,6 +152,8 @@ def build_server(settings: Settings) -> AgentServer:
         # the unit's start limit would leave it failed after LiveKit came back (issue 12).
         max_retry=sys.maxsize if settings.max_retry is None else settings.max_retry,
         num_idle_processes=settings.num_idle_processes,
+        job_memory_warn_mb=settings.job_memory_warn_mb,
+        job_memory_limit_mb=settings.job_memory_limit_mb,
         load_fnc=load,
         load_threshold=1.0,  # full at WORKER_MAX_JOBS, never by whole-host CPU
         prometheus_multiproc_dir=str(settings.metrics_dir),
@@ -173,6 +193,7 @@ class Worker:
         self._gauges = m
         m.set_identity(self.settings.agent_name, self.settings.max_jobs)
         job_metrics = JobMetrics()
+        logging.getLogger("livekit.agents").addFilter(job_metrics)
         pool = self.server._proc_pool
         pool.on("process_job_launched", job_metrics.launched)
         pool.on("process_closed", job_metrics.closed)

@@ -6,8 +6,10 @@ provider "synthetic" through the same metering as a real session (one STT second
 a small LLM exchange per 5 s), then ends itself like a real call does. With `"join": true` in the
 metadata it first joins its room as a participant (a real LiveKit server: the agent is in the room
 for the whole call, and leaves it at the end); without, it stays out of the room (the loopback
-stand-in of the fleet scenarios has no rooms). Everything around it (job process, metrics, session
-record, drain) is the real worker.
+stand-in of the fleet scenarios has no rooms). With `"grow_mb_per_s": N` the job process also
+allocates (and touches) N MB every second for as long as it holds: a call that eats memory, for
+the per-job memory limit's tests. Everything around it (job process, metrics, session record,
+drain) is the real worker.
 """
 
 from __future__ import annotations
@@ -47,11 +49,18 @@ def joins_room(metadata: str) -> bool:
     return _metadata(metadata).get("join") is True
 
 
+def grow_mb_per_s(metadata: str) -> int:
+    value = _metadata(metadata).get("grow_mb_per_s", 0)
+    return min(max(value, 0), 1024) if isinstance(value, int) else 0
+
+
 async def call(ctx: JobContext, job: JobRuntime) -> None:
     hold = hold_seconds(ctx.job.metadata)
     if joins_room(ctx.job.metadata):
         await ctx.connect()
     deadline = time.monotonic() + hold
+    grow = grow_mb_per_s(ctx.job.metadata)
+    eater = asyncio.create_task(_eat(grow), name="synthetic-grow") if grow else None
     while (left := deadline - time.monotonic()) > 0:
         step = min(TURN_S, left)
         await asyncio.sleep(step)
@@ -83,4 +92,13 @@ async def call(ctx: JobContext, job: JobRuntime) -> None:
                 metadata=_META,
             )
         )
+    if eater is not None:
+        eater.cancel()
     job.end(f"synthetic call of {hold:g}s finished")
+
+
+async def _eat(mb_per_s: int) -> None:
+    eaten: list[bytearray] = []
+    while True:
+        eaten.append(bytearray(b"\x01" * (mb_per_s << 20)))  # written: resident, not just reserved
+        await asyncio.sleep(1.0)
