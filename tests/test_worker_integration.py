@@ -255,6 +255,10 @@ async def test_logs_are_json_and_carry_no_secret(lk, worker_factory):
     assert any(r.get("session_id") for r in job_lines)
 
 
+def _oom_score_adj(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/oom_score_adj").read_text())
+
+
 async def test_a_job_over_its_memory_limit_dies_alone(lk, worker_factory):
     """Issue 12: a call that eats memory is killed by livekit-agents' per-job limit (PSS); the
     worker, its forkserver and the other call go on; the kill is counted and logged with the room.
@@ -269,9 +273,9 @@ async def test_a_job_over_its_memory_limit_dies_alone(lk, worker_factory):
     await lk.wait_for(lambda: lk.jobs[hog["id"]]["status"] == "running", 30)
     worker = psutil.Process(w.pid)
     before = {p.pid: p for p in worker.children(recursive=True)}
-    scores = {pid: int(open(f"/proc/{pid}/oom_score_adj").read()) for pid in before}
+    scores = {pid: _oom_score_adj(pid) for pid in before}
     jobs = {pid for pid, score in scores.items() if score == 1000}
-    assert int(open(f"/proc/{w.pid}/oom_score_adj").read()) == 0
+    assert _oom_score_adj(w.pid) == 0
     assert len(jobs) >= 2 and len(scores) - len(jobs) >= 1, scores  # 2 jobs (+ idle), forkserver
 
     # 40 MB/s against 300 MB, sampled every 5 s: killed well before its 120 s
