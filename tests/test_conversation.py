@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from livekit import rtc
 from livekit.agents import AgentSession
 from livekit.agents.testing import fake_job_context
 from prometheus_client import REGISTRY
@@ -112,3 +115,72 @@ async def test_silent_caller_ends_the_session_after_the_idle_timeout(worker_env)
         await session.aclose()
     assert reasons == ["caller idle for 10s"]
     assert 9.5 <= waited < 20
+
+
+class _Room(rtc.EventEmitter):
+    """The part of rtc.Room that JobRuntime's caller watch uses."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.remote_participants: dict[str, SimpleNamespace] = {}
+
+    def join(self, identity: str) -> None:
+        self.remote_participants[identity] = SimpleNamespace(
+            identity=identity, kind=rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD
+        )
+        self.emit("participant_connected", self.remote_participants[identity])
+
+    def leave(self, identity: str) -> None:
+        self.emit("participant_disconnected", self.remote_participants.pop(identity))
+
+
+class _Ctx:
+    def __init__(self) -> None:
+        self.room = _Room()
+        self.reasons: list[str] = []
+        self.ended = asyncio.Event()
+
+    async def wait_for_participant(self) -> SimpleNamespace:
+        if self.room.remote_participants:
+            return next(iter(self.room.remote_participants.values()))
+        joined: asyncio.Future[SimpleNamespace] = asyncio.get_running_loop().create_future()
+
+        def on_joined(p: SimpleNamespace) -> None:
+            if not joined.done():
+                joined.set_result(p)
+
+        self.room.on("participant_connected", on_joined)
+        try:
+            return await joined
+        finally:
+            self.room.off("participant_connected", on_joined)
+
+    def shutdown(self, reason: str) -> None:
+        self.reasons.append(reason)
+        self.ended.set()
+
+
+async def test_a_job_whose_caller_is_lost_ends_after_the_idle_timeout(settings) -> None:
+    # What a crashed LiveKit node leaves: the SDK drops the caller without a hang-up, and
+    # livekit-agents' session would wait for them for ever.
+    ctx = _Ctx()
+    runtime = JobRuntime(ctx, dataclasses.replace(settings, idle_timeout=0.5), vad=None)
+    ctx.room.join("caller")
+    await runtime.wait_for_caller(ctx)
+    ctx.room.leave("caller")
+    await asyncio.wait_for(ctx.ended.wait(), timeout=5)
+    assert ctx.reasons == ["the caller was gone and nobody joined within 0.5s"]
+
+
+async def test_a_caller_who_comes_back_keeps_the_job(settings) -> None:
+    ctx = _Ctx()
+    runtime = JobRuntime(ctx, dataclasses.replace(settings, idle_timeout=1.0), vad=None)
+    ctx.room.join("caller")
+    await runtime.wait_for_caller(ctx)
+    for _ in range(3):
+        ctx.room.leave("caller")
+        await asyncio.sleep(0.3)  # inside the idle timeout: the caller reconnects
+        ctx.room.join("caller")
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(ctx.ended.wait(), timeout=1.5)
+    assert ctx.reasons == []

@@ -68,6 +68,13 @@ def load_conversation(spec: str) -> Conversation:
     return getattr(importlib.import_module(module), func)
 
 
+def _callers(ctx: JobContext) -> list[Any]:
+    """The room's remote participants that `wait_for_participant` waits for (no agents)."""
+    from livekit.agents.job import DEFAULT_PARTICIPANT_KINDS
+
+    return [p for p in ctx.room.remote_participants.values() if p.kind in DEFAULT_PARTICIPANT_KINDS]
+
+
 class JobRuntime:
     """Per-job state shared by the lifecycle and the conversation."""
 
@@ -84,6 +91,7 @@ class JobRuntime:
         self.started_at = time.time()
         self.turns = 0
         self.end_reason: str | None = None
+        self._watcher: asyncio.Task[None] | None = None
 
     def watch(self, session: AgentSession) -> None:
         """Meter a session's usage, count its turns and end the job when the session ends."""
@@ -119,11 +127,40 @@ class JobRuntime:
         asyncio.get_running_loop().create_task(_after_speech())
 
     async def wait_for_caller(self, ctx: JobContext) -> None:
-        """End the job if nobody joins the room within the idle timeout."""
+        """End the job if nobody joins the room within the idle timeout; once a caller is in,
+        watch for the room to lose every caller (`_watch_callers`)."""
+        timeout = self.settings.idle_timeout
         try:
-            await asyncio.wait_for(ctx.wait_for_participant(), self.settings.idle_timeout)
+            await asyncio.wait_for(ctx.wait_for_participant(), timeout)
         except TimeoutError:
-            self.end(f"no caller joined within {self.settings.idle_timeout:g}s")
+            self.end(f"no caller joined within {timeout:g}s")
+            return
+        gone = asyncio.Event()
+
+        def on_left(_: Any) -> None:
+            if not _callers(ctx):
+                gone.set()
+
+        ctx.room.on("participant_disconnected", on_left)
+        self._watcher = asyncio.get_running_loop().create_task(self._watch_callers(ctx, gone))
+
+    async def _watch_callers(self, ctx: JobContext, gone: asyncio.Event) -> None:
+        """End the job when the room has had no caller for the idle timeout.
+
+        livekit-agents closes the session only when its caller hangs up (a client-initiated
+        leave, the room deleted, a rejected call). A caller lost any other way stays "linked"
+        and the session waits for them for ever, holding a slot: measured after a crash of a
+        single LiveKit node, whose restart the SDK meets by removing every participant and
+        rejoining the room alone (issue 12)."""
+        timeout = self.settings.idle_timeout
+        while self.end_reason is None:
+            await gone.wait()
+            gone.clear()
+            logger.info("no caller left in the room", extra={"idle_timeout_s": timeout})
+            try:
+                await asyncio.wait_for(ctx.wait_for_participant(), timeout)
+            except TimeoutError:
+                self.end(f"the caller was gone and nobody joined within {timeout:g}s")
 
     def record(self, shutdown_reason: str) -> dict[str, Any]:
         ended = time.time()
