@@ -38,7 +38,7 @@ def host_address(name: str) -> str:
         [str(ROOT / "scripts/lab-hosts"), "info", name], capture_output=True, text=True, check=False
     )
     if out.returncode != 0:
-        sys.exit(f"lab: no lab host {name} (sudo scripts/lab up)")
+        sys.exit(f"lab: no lab host {name} (bring the lab up as root: scripts/lab up)")
     return json.loads(out.stdout)["address"]
 
 
