@@ -13,6 +13,7 @@ import pytest
 from livekit import rtc
 from livekit.agents import AgentSession
 from livekit.agents.testing import fake_job_context
+from livekit.agents.utils import wait_for_participant
 from prometheus_client import REGISTRY
 
 from tests.scripted_llm import ScriptedLLM, ToolCall
@@ -118,17 +119,25 @@ async def test_silent_caller_ends_the_session_after_the_idle_timeout(worker_env)
 
 
 class _Room(rtc.EventEmitter):
-    """The part of rtc.Room that JobRuntime's caller watch uses."""
+    """The part of rtc.Room that JobRuntime's caller watch and wait_for_participant use."""
 
     def __init__(self) -> None:
         super().__init__()
         self.remote_participants: dict[str, SimpleNamespace] = {}
+        self.connected = True
+
+    def isconnected(self) -> bool:
+        return self.connected
 
     def join(self, identity: str) -> None:
-        self.remote_participants[identity] = SimpleNamespace(
-            identity=identity, kind=rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD
+        p = SimpleNamespace(
+            identity=identity,
+            kind=rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD,
+            state=rtc.ParticipantState.PARTICIPANT_STATE_ACTIVE,
         )
-        self.emit("participant_connected", self.remote_participants[identity])
+        self.remote_participants[identity] = p
+        self.emit("participant_connected", p)
+        self.emit("participant_active", p)
 
     def leave(self, identity: str) -> None:
         self.emit("participant_disconnected", self.remote_participants.pop(identity))
@@ -141,19 +150,7 @@ class _Ctx:
         self.ended = asyncio.Event()
 
     async def wait_for_participant(self) -> SimpleNamespace:
-        if self.room.remote_participants:
-            return next(iter(self.room.remote_participants.values()))
-        joined: asyncio.Future[SimpleNamespace] = asyncio.get_running_loop().create_future()
-
-        def on_joined(p: SimpleNamespace) -> None:
-            if not joined.done():
-                joined.set_result(p)
-
-        self.room.on("participant_connected", on_joined)
-        try:
-            return await joined
-        finally:
-            self.room.off("participant_connected", on_joined)
+        return await wait_for_participant(self.room)  # type: ignore[arg-type]
 
     def shutdown(self, reason: str) -> None:
         self.reasons.append(reason)
@@ -183,4 +180,16 @@ async def test_a_caller_who_comes_back_keeps_the_job(settings) -> None:
         ctx.room.join("caller")
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(ctx.ended.wait(), timeout=1.5)
+    assert ctx.reasons == []
+
+
+async def test_the_watch_never_reconnects_a_room_that_is_gone(settings) -> None:
+    # At the end of a call the agent leaves first: the caller watch must not wait (or rejoin).
+    ctx = _Ctx()
+    runtime = JobRuntime(ctx, dataclasses.replace(settings, idle_timeout=0.5), vad=None)
+    ctx.room.join("caller")
+    await runtime.wait_for_caller(ctx)
+    ctx.room.connected = False
+    ctx.room.leave("caller")
+    await asyncio.wait_for(runtime._watcher, timeout=2)
     assert ctx.reasons == []

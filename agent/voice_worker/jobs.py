@@ -138,7 +138,7 @@ class JobRuntime:
         gone = asyncio.Event()
 
         def on_left(_: Any) -> None:
-            if not _callers(ctx):
+            if self.end_reason is None and not _callers(ctx):
                 gone.set()
 
         ctx.room.on("participant_disconnected", on_left)
@@ -151,16 +151,27 @@ class JobRuntime:
         leave, the room deleted, a rejected call). A caller lost any other way stays "linked"
         and the session waits for them for ever, holding a slot: measured after a crash of a
         single LiveKit node, whose restart the SDK meets by removing every participant and
-        rejoining the room alone (issue 12)."""
+        rejoining the room alone (issue 12). The wait never reconnects a room that is gone (as
+        `JobContext.wait_for_participant` would, at the end of every call)."""
+        from livekit.agents.job import DEFAULT_PARTICIPANT_KINDS
+        from livekit.agents.utils import wait_for_participant
+
         timeout = self.settings.idle_timeout
-        while self.end_reason is None:
+        while True:
             await gone.wait()
             gone.clear()
+            if self.end_reason is not None or not ctx.room.isconnected():
+                return
             logger.info("no caller left in the room", extra={"idle_timeout_s": timeout})
             try:
-                await asyncio.wait_for(ctx.wait_for_participant(), timeout)
+                await asyncio.wait_for(
+                    wait_for_participant(ctx.room, kind=DEFAULT_PARTICIPANT_KINDS), timeout
+                )
             except TimeoutError:
                 self.end(f"the caller was gone and nobody joined within {timeout:g}s")
+                return
+            except RuntimeError:  # the room was disconnected: the job is ending anyway
+                return
 
     def record(self, shutdown_reason: str) -> dict[str, Any]:
         ended = time.time()
