@@ -1,4 +1,12 @@
-"""The Molecule scenarios, each a full `molecule test` on nspawn hosts (needs root)."""
+"""The Molecule scenarios, each a full `molecule test` on nspawn hosts (needs root).
+
+`default` runs alone: its judges are real callers whose speech recognizer needs the machine's two
+cores (a turn not heard fails the call). The fleet scenarios' calls are synthetic (no media) and
+their time is mostly waiting (drains, holds, readiness), so they run side by side, two at a time,
+once `default` has finished: each is still a whole `molecule test` with its own hosts, its own
+LiveKit stand-in port and its own result. The wall time of each is printed and counted in the
+suite's time by part (tests/conftest.py).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +14,7 @@ import os
 import re
 import subprocess
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 
@@ -13,12 +22,12 @@ from tests.conftest import ROOT
 from tests.test_lint import BIN
 
 SCENARIOS = ["default", "monitoring", "rolling", "bluegreen"]
+# Longest first, so the two lanes come out even: bluegreen | rolling, then monitoring.
+FLEET = ["bluegreen", "rolling", "monitoring"]
+FLEET_SIDE_BY_SIDE = 2
 
 
-@pytest.mark.lab
-@pytest.mark.parametrize("scenario", SCENARIOS)
-def test_molecule_scenario(scenario: str) -> None:
-    assert os.geteuid() == 0, "the Molecule scenarios need root (nspawn hosts): run as root"
+def molecule_test(scenario: str) -> tuple[subprocess.CompletedProcess[str], float]:
     started = time.monotonic()
     proc = subprocess.run(
         [str(BIN / "molecule"), "test", "-s", scenario],
@@ -35,7 +44,37 @@ def test_molecule_scenario(scenario: str) -> None:
         timeout=50 * 60,  # default: 32 min alone on 2 cores (2026-12-02); a hang still ends
         check=False,
     )
-    print(f"molecule test -s {scenario}: {time.monotonic() - started:.0f} s")
+    return proc, time.monotonic() - started
+
+
+@pytest.fixture(scope="session")
+def fleet_runs(request: pytest.FixtureRequest):
+    """Starts every selected fleet scenario (two at a time) when the first of them is reached."""
+    selected = {
+        item.callspec.params["scenario"]
+        for item in request.session.items
+        if getattr(item, "originalname", "") == "test_molecule_scenario"
+    }
+    pool = ThreadPoolExecutor(max_workers=FLEET_SIDE_BY_SIDE, thread_name_prefix="molecule")
+    runs = {s: pool.submit(molecule_test, s) for s in FLEET if s in selected}
+    yield runs
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_molecule_scenario(scenario: str, request: pytest.FixtureRequest) -> None:
+    assert os.geteuid() == 0, "the Molecule scenarios need root (nspawn hosts): run as root"
+    if scenario in FLEET:
+        run: Future = request.getfixturevalue("fleet_runs")[scenario]
+        proc, seconds = run.result()
+        how = f"side by side with the other fleet scenarios, {FLEET_SIDE_BY_SIDE} at a time"
+    else:
+        proc, seconds = molecule_test(scenario)
+        how = "alone"
+    # the scenario's own wall time (the test's duration is only its wait for the result)
+    request.node.user_properties.append(("scenario_seconds", seconds))
+    print(f"molecule test -s {scenario}: {seconds:.0f} s ({how})")
     assert proc.returncode == 0, failure_excerpt(proc.stdout) + proc.stderr[-3000:]
 
 
