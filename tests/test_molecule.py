@@ -41,7 +41,7 @@ def molecule_test(scenario: str) -> tuple[subprocess.CompletedProcess[str], floa
         },
         capture_output=True,
         text=True,
-        timeout=50 * 60,  # default: 32 min alone on 2 cores (2026-12-02); a hang still ends
+        timeout=50 * 60,  # default 22 min alone, bluegreen 28 side by side (2026-12-02)
         check=False,
     )
     return proc, time.monotonic() - started
