@@ -5,8 +5,8 @@ on the same hosts, on a running lab (`scripts/lab up`).
 
 Alternates ping and `ansible-playbook site.yml` runs, prints each run's seconds, the medians and
 their ratio (target, issue 14: 10x or less). A site.yml run that changed something is reported
-and not counted (it was not a no-op). --profile adds one more site.yml run with
-ansible.posix.profile_tasks and lists the tasks that took more than 0.3 s.
+and not counted (it was not a no-op). --profile adds one more site.yml run with Ansible's own
+log (log_path, every line time-stamped) and lists the tasks that took more than 0.3 s.
 """
 
 from __future__ import annotations
@@ -17,13 +17,15 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from datetime import datetime
+from pathlib import Path
 
 from tests.conftest import ROOT
 
 INVENTORY = "inventories/lab"
 RECAP = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)", re.M)
-PROFILE_LINE = re.compile(r"^(.+?) -+ (\d+\.\d+)s$", re.M)
 
 
 def run(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, str]:
@@ -73,17 +75,32 @@ def main() -> None:
     print(f"  no-op site.yml          {s:6.2f} s")
     print(f"  ratio                   {s / p:6.1f}x (target <= 10x)")
     if args.profile:
-        _, out = run(
-            site,
-            {
-                "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks",
-                "PROFILE_TASKS_TASK_OUTPUT_LIMIT": "all",
-            },
-        )
-        slow = [(float(t), name.strip()) for name, t in PROFILE_LINE.findall(out) if float(t) > 0.3]
+        # Ansible's own log (log_path) stamps every line: a task lasts until the next header.
+        with tempfile.TemporaryDirectory() as tmp:
+            log = Path(tmp) / "ansible.log"
+            run(site, {"ANSIBLE_LOG_PATH": str(log)})
+            slow = [(t, name) for name, t in task_seconds(log.read_text()) if t > 0.3]
         print(f"\ntasks over 0.3 s in a no-op run ({len(slow)}):")
         for t, name in sorted(slow, reverse=True):
             print(f"  {t:6.2f} s  {name}")
+
+
+LOG_LINE = re.compile(r"^(\S+ \S+),(\d{3}) p=\d+ u=\S+ n=ansible \S+\| (.*)$", re.M)
+HEADER = ("TASK [", "RUNNING HANDLER [", "PLAY [", "PLAY RECAP")
+
+
+def task_seconds(log: str) -> list[tuple[str, float]]:
+    """(task, seconds) for each task header of an Ansible log, in order."""
+    out: list[tuple[str, float]] = []
+    current: tuple[str, float] | None = None
+    for stamp, ms, text in LOG_LINE.findall(log):
+        if not text.startswith(HEADER):
+            continue
+        at = datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S").timestamp() + int(ms) / 1000
+        if current and current[0].startswith(("TASK [", "RUNNING HANDLER [")):
+            out.append((current[0], at - current[1]))
+        current = (text.rstrip("* ").strip(), at)
+    return out
 
 
 if __name__ == "__main__":
