@@ -21,10 +21,10 @@ import pytest
 from tests.conftest import ROOT
 from tests.test_lint import BIN
 
-SCENARIOS = ["default", "monitoring", "rolling", "bluegreen"]
 # Longest first, so the two lanes come out even: bluegreen | rolling, then monitoring.
 FLEET = ["bluegreen", "rolling", "monitoring"]
 FLEET_SIDE_BY_SIDE = 2
+SCENARIOS = ["default", *FLEET]  # default first and alone, then the fleet
 
 
 def molecule_test(scenario: str) -> tuple[subprocess.CompletedProcess[str], float]:
