@@ -6,9 +6,10 @@ Each case of bad_values.yml becomes its own inventory alias of HOST (same addres
 settings, the case's groups and variables as host vars), next to an agent and a monitoring alias
 without a bad value.
 All of them run playbooks/preflight.yml, the first play of site.yml, in one ansible-playbook run
-(json callback). A case passes when its alias failed with a message that names the variable,
-in at most two lines and without the value when it is a secret; the clean aliases must pass, and no
-task may report a change on any alias. Prints one line per case; exits 1 if any case fails.
+(callback_plugins/host_results.py prints the results as JSON). A case passes when its alias
+failed with a message that names the variable, in at most two lines and without the value when it
+is a secret; the clean aliases must pass, and no task may report a change on any alias.
+Prints one line per case; exits 1 if any case fails.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def host_vars(inventory: str, host: str) -> dict:
 
 
 def run_preflight(inventory: str, table: Path, hosts: list[str]) -> dict | None:
-    """playbooks/preflight.yml on these aliases; its json report (None: it did not run)."""
+    """playbooks/preflight.yml on these aliases; its JSON report (None: it did not run)."""
     run = subprocess.run(
         [
             str(Path(sys.executable).with_name("ansible-playbook")),
@@ -58,7 +59,8 @@ def run_preflight(inventory: str, table: Path, hosts: list[str]) -> dict | None:
         text=True,
         env={
             **os.environ,
-            "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json",
+            "ANSIBLE_CALLBACK_PLUGINS": str(Path(__file__).with_name("callback_plugins")),
+            "ANSIBLE_STDOUT_CALLBACK": "host_results",
             "ANSIBLE_FORCE_COLOR": "0",
             "ANSIBLE_SSH_RETRIES": "3",
         },
@@ -128,11 +130,9 @@ def main() -> int:
             report = run_preflight(args.inventory, table, todo)
             if report is None:
                 return 1
-            for play in report["plays"]:
-                for task in play["tasks"]:
-                    for host, result in task["hosts"].items():
-                        if host in todo:
-                            per_host[host].append(result)
+            for host, results in report["hosts"].items():
+                if host in todo:
+                    per_host[host].extend(results)
             stats.update({h: s for h, s in report["stats"].items() if h in todo})
             todo = [h for h in todo if stats.get(h, {}).get("unreachable")]
             for host in todo:
