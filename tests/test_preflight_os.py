@@ -71,6 +71,7 @@ def test_another_os_is_refused_naming_it_and_the_switch(tmp_path, role, distribu
     proc = preflight_os(tmp_path, role, distribution, version, allow=False)
     assert proc.returncode != 0
     assert f"{distribution} {version} is not tested with the role {role}" in proc.stdout
+    assert "(tested: Debian 12)" in proc.stdout
     assert f"{role}_allow_untested_os: true" in proc.stdout
 
 
@@ -78,4 +79,4 @@ def test_another_os_is_refused_naming_it_and_the_switch(tmp_path, role, distribu
 def test_the_switch_accepts_another_os_with_a_warning(tmp_path, role):
     proc = preflight_os(tmp_path, role, "Debian", "13.1", allow=True)
     assert proc.returncode == 0, proc.stdout
-    assert f"Debian 13.1 is untested ({role}_allow_untested_os)" in proc.stdout
+    assert f"Debian 13.1 is untested ({role}_allow_untested_os); tested: Debian 12." in proc.stdout
