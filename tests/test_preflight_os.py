@@ -6,6 +6,7 @@ given."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -55,6 +56,8 @@ def preflight_os(tmp_path: Path, role: str, distribution: str, version: str, all
         capture_output=True,
         text=True,
         check=False,
+        # ansible.cfg's yaml result format folds long messages; json keeps each on one line.
+        env={**os.environ, "ANSIBLE_CALLBACK_RESULT_FORMAT": "json"},
     )
 
 
