@@ -1,9 +1,10 @@
 """The Molecule scenarios, each a full `molecule test` on nspawn hosts (needs root).
 
-`default` runs alone: its judges are real callers whose speech recognizer needs the machine's two
-cores (a turn not heard fails the call). The fleet scenarios' calls are synthetic (no media) and
+`default` and `trixie` (the same on Debian 13) run alone, one after the other: their judges are
+real callers whose speech recognizer needs the machine's two cores (a turn not heard fails the
+call). The fleet scenarios' calls are synthetic (no media) and
 their time is mostly waiting (drains, holds, readiness), so they run side by side, two at a time,
-once `default` has finished: each is still a whole `molecule test` with its own hosts, its own
+once those have finished: each is still a whole `molecule test` with its own hosts, its own
 LiveKit stand-in port and its own result. The wall time of each is printed and counted in the
 suite's time by part (tests/conftest.py).
 """
@@ -24,7 +25,8 @@ from tests.test_lint import BIN
 # Longest first, so the two lanes come out even: bluegreen | rolling, then monitoring.
 FLEET = ["bluegreen", "rolling", "monitoring"]
 FLEET_SIDE_BY_SIDE = 2
-SCENARIOS = ["default", *FLEET]  # default first and alone, then the fleet
+ALONE = ["default", "trixie"]
+SCENARIOS = [*ALONE, *FLEET]  # default and trixie first, each alone, then the fleet
 
 
 def molecule_test(scenario: str) -> tuple[subprocess.CompletedProcess[str], float]:

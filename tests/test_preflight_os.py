@@ -1,5 +1,5 @@
-"""Preflight accepts only the operating system the scenarios converge (Debian 12); another one is
-refused with a message naming it, or converged with a warning behind the role's explicit
+"""Preflight accepts only the operating systems the scenarios converge (Debian 12, 13); another
+one is refused with a message naming it, or converged with a warning behind the role's explicit
 `*_allow_untested_os` switch. Runs each role's tasks/preflight_os.yml with the host's facts
 given."""
 
@@ -62,24 +62,26 @@ def preflight_os(tmp_path: Path, role: str, distribution: str, version: str, all
 
 
 @pytest.mark.parametrize("role", ROLE_NAMES)
-def test_the_tested_os_passes_without_a_warning(tmp_path, role):
-    proc = preflight_os(tmp_path, role, "Debian", "12.8", allow=False)
+@pytest.mark.parametrize("version", ["12.8", "13.1"])
+def test_the_tested_os_passes_without_a_warning(tmp_path, role, version):
+    proc = preflight_os(tmp_path, role, "Debian", version, allow=False)
     assert proc.returncode == 0, proc.stdout
     assert f"is untested ({role}_allow_untested_os)" not in proc.stdout
 
 
 @pytest.mark.parametrize("role", ROLE_NAMES)
-@pytest.mark.parametrize(("distribution", "version"), [("Debian", "13.1"), ("Ubuntu", "24.04")])
+@pytest.mark.parametrize(("distribution", "version"), [("Debian", "14.0"), ("Ubuntu", "24.04")])
 def test_another_os_is_refused_naming_it_and_the_switch(tmp_path, role, distribution, version):
     proc = preflight_os(tmp_path, role, distribution, version, allow=False)
     assert proc.returncode != 0
     assert f"{distribution} {version} is not tested with the role {role}" in proc.stdout
-    assert "(tested: Debian 12)" in proc.stdout
+    assert "(tested: Debian 12, 13)" in proc.stdout
     assert f"{role}_allow_untested_os: true" in proc.stdout
 
 
 @pytest.mark.parametrize("role", ROLE_NAMES)
 def test_the_switch_accepts_another_os_with_a_warning(tmp_path, role):
-    proc = preflight_os(tmp_path, role, "Debian", "13.1", allow=True)
+    proc = preflight_os(tmp_path, role, "Debian", "14.0", allow=True)
     assert proc.returncode == 0, proc.stdout
-    assert f"Debian 13.1 is untested ({role}_allow_untested_os); tested: Debian 12." in proc.stdout
+    warning = f"Debian 14.0 is untested ({role}_allow_untested_os); tested: Debian 12, 13."
+    assert warning in proc.stdout
