@@ -6,8 +6,11 @@ state=record (after a converge finished, handlers included) writes the role's fi
 digest of everything the role's result depends on, computed on the control node) and a snapshot
 of what the role manages: for every path in `trees` each entry below it (type, mode, owner,
 group, symlink target, sha256 of regular files); for every path in `entries` the entry alone
-(a directory's sorted child names instead of its contents). It is bookkeeping: never "changed",
-and nothing is written in check mode.
+(a directory without what is in it, where runtime files may come and go). It is bookkeeping:
+never "changed", and nothing is written in check mode.
+
+What it does not see: files the role does not name (a release's virtualenv beyond its install
+marker), optional packages, and runtime state beyond "active" (registration with LiveKit).
 
 state=check is read-only: `matched` is true only when the recorded fingerprint equals the given
 one, the snapshot taken now equals the recorded one, every unit in `services` is active and
@@ -30,7 +33,7 @@ from ansible.module_utils.basic import AnsibleModule
 STAMP_DIR = "/var/lib/ansible-converge-stamps"
 
 
-def _entry(path: str, with_content: bool) -> list:
+def _entry(path: str) -> list:
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -40,7 +43,7 @@ def _entry(path: str, with_content: bool) -> list:
     if stat.S_ISLNK(st.st_mode):
         return ["link", os.readlink(path)]
     if stat.S_ISDIR(st.st_mode):
-        return ["dir", *row, [] if with_content else sorted(os.listdir(path))]
+        return ["dir", *row]
     if stat.S_ISREG(st.st_mode):
         digest = hashlib.sha256()
         with open(path, "rb") as f:
@@ -53,14 +56,14 @@ def _entry(path: str, with_content: bool) -> list:
 def snapshot(trees: list[str], entries: list[str]) -> dict[str, list]:
     out: dict[str, list] = {}
     for top in trees:
-        out[top] = _entry(top, with_content=True)
+        out[top] = _entry(top)
         for root, dirs, files in os.walk(top):
             dirs.sort()
             for name in sorted(dirs + files):
                 path = os.path.join(root, name)
-                out[path] = _entry(path, with_content=True)
+                out[path] = _entry(path)
     for path in entries:
-        out.setdefault(path, _entry(path, with_content=False))
+        out.setdefault(path, _entry(path))
     return out
 
 
@@ -92,8 +95,13 @@ def live_differences(params: dict) -> list[str]:
             for line in proc.stdout.splitlines()
             if line.endswith(" installed")
         }
-        differs += [f"package {p} is not installed" for p in params["packages"] if p not in installed]
-    for name, lookup in [*((u, pwd.getpwnam) for u in params["users"]), *((g, grp.getgrnam) for g in params["groups"])]:
+        differs += [
+            f"package {p} is not installed" for p in params["packages"] if p not in installed
+        ]
+    for name, lookup in [
+        *((u, pwd.getpwnam) for u in params["users"]),
+        *((g, grp.getgrnam) for g in params["groups"]),
+    ]:
         try:
             lookup(name)
         except KeyError:
@@ -132,12 +140,18 @@ def main() -> None:
         with open(path) as f:
             recorded = json.load(f)
     except (OSError, ValueError):
-        module.exit_json(changed=False, matched=False, differs=[f"no record of a converge in {path}"])
+        module.exit_json(
+            changed=False, matched=False, differs=[f"no record of a converge in {path}"]
+        )
     differs = []
     if recorded.get("fingerprint") != p["fingerprint"]:
         differs.append("the role's inputs changed since the last converge")
     then = recorded.get("snapshot", {})
-    differs += [f"{k} changed since the last converge" for k in sorted(set(now) | set(then)) if now.get(k) != then.get(k)]
+    differs += [
+        f"{k} changed since the last converge"
+        for k in sorted(set(now) | set(then))
+        if now.get(k) != then.get(k)
+    ]
     differs += live_differences(p)
     module.exit_json(changed=False, matched=not differs, differs=differs[:20])
 
