@@ -122,15 +122,17 @@ def main() -> None:
             "packages": {"type": "list", "elements": "str", "default": []},
             "users": {"type": "list", "elements": "str", "default": []},
             "groups": {"type": "list", "elements": "str", "default": []},
+            # tests only (tests/test_converge_stamp.py); the roles keep the default
+            "stamp_dir": {"type": "path", "default": STAMP_DIR},
         },
         supports_check_mode=True,
     )
     p = module.params
-    path = os.path.join(STAMP_DIR, f"{p['name']}.json")
+    path = os.path.join(p["stamp_dir"], f"{p['name']}.json")
     now = snapshot(p["trees"], p["entries"])
     if p["state"] == "record":
         if not module.check_mode:
-            os.makedirs(STAMP_DIR, mode=0o700, exist_ok=True)
+            os.makedirs(p["stamp_dir"], mode=0o700, exist_ok=True)
             tmp = f"{path}.tmp"
             with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
                 json.dump({"fingerprint": p["fingerprint"], "snapshot": now}, f, sort_keys=True)
