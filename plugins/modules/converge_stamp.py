@@ -1,0 +1,1 @@
+../../roles/converge_stamp/library/converge_stamp.py
