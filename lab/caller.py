@@ -15,7 +15,9 @@ hanging up.
 
     python -m lab.caller --url wss://10.213.0.14 --questions 2   (scripts/lab call)
 
-SIGTERM makes it hang up after the turn in progress; it still prints the record.
+SIGTERM makes it hang up after the turn in progress; it still prints the record. `--wrap-up-file`:
+once that file exists, the caller says goodbye after the turn in progress (a test keeps a call
+going until an operation has reached it, then lets it end in its own time).
 
 LIVEKIT_API_KEY and LIVEKIT_API_SECRET come from the environment; a private CA is trusted
 through SSL_CERT_FILE (livekit.rtc reads it, like OpenSSL).
@@ -220,10 +222,12 @@ async def place_call(
     hang_up: bool = False,
     progress: Callable[[Turn], None] | None = None,
     stop: asyncio.Event | None = None,
+    wrap_up: Callable[[], bool] | None = None,
 ) -> CallRecord:
     """One call. `hang_up`: after the script (which then should not end with goodbye), hang up.
     `progress` is called with each turn once its answer was heard (or not). `stop`: when set, the
-    caller hangs up after the turn in progress."""
+    caller hangs up after the turn in progress. `wrap_up`: when it returns true before a turn, the
+    caller skips the rest of the script to its goodbye (when the script ends with one)."""
     room_name = room_name or f"lab-call-{uuid.uuid4().hex[:8]}"
     record = CallRecord(room=room_name, placed_at=time.time())
     started = time.monotonic()
@@ -276,6 +280,8 @@ async def place_call(
             if stop is not None and stop.is_set():
                 hang_up = True
                 break
+            if wrap_up is not None and rule is not GOODBYE and lines[-1] is GOODBYE and wrap_up():
+                rule = GOODBYE
             turn = Turn(said=rule.line, expected=rule.answer)
             record.turns.append(turn)
             await asyncio.sleep(pause_s)
@@ -300,6 +306,8 @@ async def place_call(
             if rule is not GOODBYE and (agent_left.is_set() or room_closed.is_set()):
                 record.ended = "cut"
                 return record
+            if rule is GOODBYE:
+                break
         if lines and lines[-1] is GOODBYE and not hang_up:
             left = await until(agent_left, leave_timeout)
             record.ended = "agent-goodbye" if left else "caller-hangup"
@@ -350,6 +358,9 @@ def main() -> int:
     )
     parser.add_argument("--room", help="room name (default: a fresh one)")
     parser.add_argument("--progress", help="append each finished turn to this file (JSON lines)")
+    parser.add_argument(
+        "--wrap-up-file", help="once this file exists, say goodbye after the turn in progress"
+    )
     parser.add_argument("--json", action="store_true", help="print the record as JSON")
     args = parser.parse_args()
     key, secret = os.environ.get("LIVEKIT_API_KEY"), os.environ.get("LIVEKIT_API_SECRET")
@@ -378,6 +389,7 @@ def main() -> int:
             agent_timeout=args.agent_timeout,
             progress=progress,
             stop=stop,
+            wrap_up=(lambda: os.path.exists(args.wrap_up_file)) if args.wrap_up_file else None,
         )
 
     record = asyncio.run(call())
