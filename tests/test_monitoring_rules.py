@@ -431,6 +431,7 @@ EXPECTED_ALERTS = {
     "HostMemoryPressure",
     "HostCPUPressure",
     "ProviderCostOverBudget",
+    "LiveKitServerDown",
 }
 
 
@@ -465,6 +466,7 @@ def test_every_alert_has_annotations_and_a_unit_test(rendered):
             'voice_worker_draining{job="voice_worker"} == 2)\n',
         ),
         ("failure-rate minimum volume", ">= 5\n", ">= 0\n"),
+        ("LiveKit-down job filter", 'up{job="livekit"} == 0', "up == 0"),
         ("cost budget", "[1d])) > 50", "[1d])) > 60"),
         (
             "restart unit filter",
