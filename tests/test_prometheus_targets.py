@@ -289,3 +289,91 @@ def test_live_prometheus_alerts_only_when_no_colour_is_up(tmp_path):
             "severity": "critical",
         }
         assert "Neither colour" in alerts[0]["annotations"]["description"]
+
+
+# --- the LiveKit server's side: LiveKitServerDown on a real Prometheus ---------------------------
+# The livekit job's target comes from the inventory's livekit_hosts (its metrics listen address);
+# when that server stops answering, the alert fires naming the host and the address.
+
+
+def test_live_prometheus_names_a_livekit_server_that_stops(tmp_path):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Metrics)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    address = f"127.0.0.1:{server.server_address[1]}"
+    web_port = free_port()
+    inv = inventory({})
+    # Prometheus reaches a loopback target only on its own host: the server runs on mon1 too
+    inv["all"]["children"]["livekit_hosts"] = {
+        "hosts": {
+            "mon1": {
+                "ansible_connection": "local",
+                "ansible_python_interpreter": sys.executable,
+                "livekit_server_metrics_listen_address": address,
+            }
+        }
+    }
+    proc, config_dir = run_role(
+        tmp_path / "role",
+        {
+            "prometheus_scrape_interval": "1s",
+            "prometheus_scrape_timeout": "1s",
+            "prometheus_evaluation_interval": "1s",
+            "prometheus_alert_livekit_down_for": "0s",
+            "prometheus_web_listen_address": f"127.0.0.1:{web_port}",
+        },
+        inv,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    def livekit_target() -> dict | None:
+        try:
+            targets = api(base, "/api/v1/targets?state=active")["activeTargets"]
+        except OSError:
+            return None
+        return next((t for t in targets if t["labels"]["job"] == "livekit"), None)
+
+    def rule() -> dict:
+        return next(
+            r
+            for g in api(base, "/api/v1/rules")["groups"]
+            for r in g["rules"]
+            if r["name"] == "LiveKitServerDown"
+        )
+
+    def alerts() -> list[dict]:
+        return [
+            a
+            for a in api(base, "/api/v1/alerts")["alerts"]
+            if a["labels"]["alertname"] == "LiveKitServerDown"
+        ]
+
+    with running_prometheus(config_dir / "prometheus.yml", tmp_path, web_port) as base:
+        up = wait_for(
+            "the LiveKit target up", lambda: (livekit_target() or {}).get("health") == "up"
+        )
+        assert up
+        target = livekit_target()
+        assert target["labels"]["host"] == "mon1"
+        assert target["labels"]["instance"] == address
+        # a new evaluation after the target was seen up (for: 0s): inactive, no alert
+        seen = rule()["lastEvaluation"]
+        wait_for("an evaluation after the scrape", lambda: rule()["lastEvaluation"] != seen)
+        assert rule()["health"] == "ok"
+        assert rule()["state"] == "inactive"
+        assert alerts() == []
+        # the server stops answering
+        server.shutdown()
+        server.server_close()
+        firing = wait_for(
+            "LiveKitServerDown firing",
+            lambda: [a for a in alerts() if a["state"] == "firing"],
+        )
+        assert len(firing) == 1, firing
+        assert firing[0]["labels"] == {
+            "alertname": "LiveKitServerDown",
+            "job": "livekit",
+            "host": "mon1",
+            "instance": address,
+            "severity": "critical",
+        }
+        assert address in firing[0]["annotations"]["description"]
