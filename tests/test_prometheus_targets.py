@@ -201,12 +201,14 @@ def wait_for(what: str, check, timeout: float = 30):
         time.sleep(0.5)
 
 
-def worker_down_alerts(base: str) -> list[dict]:
-    return [
-        a
-        for a in api(base, "/api/v1/alerts")["alerts"]
-        if a["labels"]["alertname"] == "VoiceWorkerDown"
-    ]
+def alerts_named(base: str, name: str) -> list[dict]:
+    return [a for a in api(base, "/api/v1/alerts")["alerts"] if a["labels"]["alertname"] == name]
+
+
+def rule_named(base: str, name: str) -> dict:
+    return next(
+        r for g in api(base, "/api/v1/rules")["groups"] for r in g["rules"] if r["name"] == name
+    )
 
 
 def test_live_prometheus_alerts_only_when_no_colour_is_up(tmp_path):
@@ -265,21 +267,16 @@ def test_live_prometheus_alerts_only_when_no_colour_is_up(tmp_path):
         ]
         # several evaluations (every 1 s, for: 0s) with the standby colour down: no alert
         time.sleep(5)
-        rule = next(
-            r
-            for g in api(base, "/api/v1/rules")["groups"]
-            for r in g["rules"]
-            if r["name"] == "VoiceWorkerDown"
-        )
+        rule = rule_named(base, "VoiceWorkerDown")
         assert rule["health"] == "ok", rule
         assert rule["state"] == "inactive", rule
-        assert worker_down_alerts(base) == []
+        assert alerts_named(base, "VoiceWorkerDown") == []
         # blue stops too: now no colour is up
         blue.shutdown()
         blue.server_close()
         alerts = wait_for(
             "VoiceWorkerDown firing",
-            lambda: [a for a in worker_down_alerts(base) if a["state"] == "firing"],
+            lambda: [a for a in alerts_named(base, "VoiceWorkerDown") if a["state"] == "firing"],
         )
         assert len(alerts) == 1, alerts
         assert alerts[0]["labels"] == {
@@ -332,21 +329,6 @@ def test_live_prometheus_names_a_livekit_server_that_stops(tmp_path):
             return None
         return next((t for t in targets if t["labels"]["job"] == "livekit"), None)
 
-    def rule() -> dict:
-        return next(
-            r
-            for g in api(base, "/api/v1/rules")["groups"]
-            for r in g["rules"]
-            if r["name"] == "LiveKitServerDown"
-        )
-
-    def alerts() -> list[dict]:
-        return [
-            a
-            for a in api(base, "/api/v1/alerts")["alerts"]
-            if a["labels"]["alertname"] == "LiveKitServerDown"
-        ]
-
     with running_prometheus(config_dir / "prometheus.yml", tmp_path, web_port) as base:
         up = wait_for(
             "the LiveKit target up", lambda: (livekit_target() or {}).get("health") == "up"
@@ -356,17 +338,21 @@ def test_live_prometheus_names_a_livekit_server_that_stops(tmp_path):
         assert target["labels"]["host"] == "mon1"
         assert target["labels"]["instance"] == address
         # a new evaluation after the target was seen up (for: 0s): inactive, no alert
-        seen = rule()["lastEvaluation"]
-        wait_for("an evaluation after the scrape", lambda: rule()["lastEvaluation"] != seen)
-        assert rule()["health"] == "ok"
-        assert rule()["state"] == "inactive"
-        assert alerts() == []
+        seen = rule_named(base, "LiveKitServerDown")["lastEvaluation"]
+        wait_for(
+            "an evaluation after the scrape",
+            lambda: rule_named(base, "LiveKitServerDown")["lastEvaluation"] != seen,
+        )
+        rule = rule_named(base, "LiveKitServerDown")
+        assert rule["health"] == "ok", rule
+        assert rule["state"] == "inactive", rule
+        assert alerts_named(base, "LiveKitServerDown") == []
         # the server stops answering
         server.shutdown()
         server.server_close()
         firing = wait_for(
             "LiveKitServerDown firing",
-            lambda: [a for a in alerts() if a["state"] == "firing"],
+            lambda: [a for a in alerts_named(base, "LiveKitServerDown") if a["state"] == "firing"],
         )
         assert len(firing) == 1, firing
         assert firing[0]["labels"] == {
