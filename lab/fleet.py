@@ -1,0 +1,311 @@
+"""Callers as the judge of a fleet operation: keep calls going, sample capacity, report.
+
+    python -m lab.fleet run --url wss://LK --dir DIR --calls 6 --audio-every 3 \\
+        --health http://10.213.0.21:8081 --health ... --stop-file DIR/stop
+    python -m lab.fleet report --dir DIR --baseline T0 T1 --window NAME T0 T1 ... \\
+        [--server-log FILE]
+
+`run` keeps `--calls` calls going at once through the real LiveKit server until the stop file
+exists: every `--audio-every`th slot places audio calls (`lab.caller`: espeak speech in, the
+agent's speech recognized out), the others text calls (`lab.chat`: the same conversation as chat
+through the room, far cheaper on a 2-core lab). Each call lasts 20-60 s: it asks questions until
+its own random deadline, then says goodbye; once the stop file exists calls in progress say
+goodbye after the turn in progress and no new one starts. Every finished call is appended to
+DIR/calls.jsonl (a `CallRecord` plus its mode). Every second it asks each worker endpoint
+(`--health`, the worker's health server) for /ready and appends what every worker said to
+DIR/samples.jsonl: accepting (200), registered (connected to LiveKit), draining, active jobs.
+
+`report` reads those files and prints one JSON object per operation window (calls in progress
+during it, kept, cut, without an agent or waiting > 5 s for one, longest wait, minimum workers
+accepting and registered, voice-to-voice p95 during it against the baseline window, text answer
+p95) and a Markdown table of them. `--server-log` (the LiveKit server's whole
+`journalctl -u livekit-server -o short-unix`) adds the minimum number of workers the server had
+registered: it logs each registration and each worker it closes.
+
+LIVEKIT_API_KEY and LIVEKIT_API_SECRET come from the environment, a private CA through
+SSL_CERT_FILE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import random
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from .caller import CallRecord, place_call
+from .chat import place_text_call
+from .script import script
+
+MIN_CALL_S, MAX_CALL_S = 20.0, 60.0
+LAST_TURN_S = 14.0  # the turn in progress at the deadline, then goodbye (audio: ~7 s each)
+AGENT_WAIT_LIMIT_S = 5.0
+QUESTIONS = 40  # more than any call reaches before its deadline
+_WORKER_EVENT = re.compile(r"\s(worker registered|closing worker)\s")
+
+
+def _append(path: Path, obj: dict[str, Any]) -> None:
+    with path.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(obj) + "\n")
+
+
+def _stopped(stop: Path) -> bool:
+    return stop.exists()  # one stat per turn: not worth a thread
+
+
+async def _slot(n: int, args: argparse.Namespace, key: str, secret: str, stop: Path) -> None:
+    rng = random.Random()
+    audio = n % args.audio_every == 0
+    calls = Path(args.dir) / "calls.jsonl"
+    while not _stopped(stop):
+        deadline = time.monotonic() + rng.uniform(MIN_CALL_S, MAX_CALL_S - LAST_TURN_S)
+
+        def wrap_up(deadline: float = deadline) -> bool:
+            return time.monotonic() >= deadline or _stopped(stop)
+
+        lines = script(QUESTIONS, rng)
+        place = place_call if audio else place_text_call
+        record: CallRecord = await place(
+            args.url, key, secret, lines, pause_s=1.0 if audio else 2.0, wrap_up=wrap_up
+        )
+        _append(calls, {**record.as_dict(), "mode": "audio" if audio else "text", "slot": n})
+        if record.ended in ("no-agent", "error"):
+            await asyncio.sleep(1.0)  # a fault is recorded, not hammered
+
+
+async def _sample(urls: list[str], out: Path, done: asyncio.Event) -> None:
+    timeout = aiohttp.ClientTimeout(total=2.0)
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+
+        async def ask(url: str) -> dict[str, Any]:
+            try:
+                async with http.get(url.rstrip("/") + "/ready") as r:
+                    body = await r.json(content_type=None)
+                    return {
+                        "status": r.status,
+                        "worker_id": body.get("worker_id"),
+                        "registered": bool(body.get("connected")),
+                        "draining": bool(body.get("draining")),
+                        "active_jobs": body.get("active_jobs"),
+                    }
+            except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+                return {"status": None, "error": type(e).__name__}
+
+        while not done.is_set():
+            t = time.time()
+            said = await asyncio.gather(*(ask(u) for u in urls))
+            _append(out, {"t": round(t, 3), "workers": dict(zip(urls, said, strict=True))})
+            await asyncio.sleep(max(0.0, 1.0 - (time.time() - t)))
+
+
+async def run(args: argparse.Namespace) -> int:
+    key, secret = os.environ["LIVEKIT_API_KEY"], os.environ["LIVEKIT_API_SECRET"]
+    d = Path(args.dir)
+    stop = Path(args.stop_file)
+    done = asyncio.Event()
+    sampler = asyncio.create_task(_sample(args.health, d / "samples.jsonl", done))
+    slots = []
+    for n in range(args.calls):
+        slots.append(asyncio.create_task(_slot(n, args, key, secret, stop)))
+        await asyncio.sleep(args.stagger)  # the calls start apart, as callers do
+    await asyncio.gather(*slots)
+    done.set()
+    await sampler
+    return 0
+
+
+# -- report --------------------------------------------------------------------------------------
+
+
+def _read(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile (None for no values)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+def server_workers(lines: list[str]) -> list[tuple[float, int]]:
+    """(time, workers registered) after each registration or close the LiveKit server logged
+    (`journalctl -u livekit-server -o short-unix`); a server start empties the set."""
+    workers: set[str] = set()
+    out: list[tuple[float, int]] = []
+    for line in lines:
+        stamp, _, rest = line.partition(" ")
+        try:
+            t = float(stamp)
+        except ValueError:
+            continue
+        if "starting LiveKit server" in rest:
+            workers.clear()
+            out.append((t, 0))
+            continue
+        brace = rest.find("{")
+        try:
+            worker = json.loads(rest[brace:]).get("workerID") if brace >= 0 else None
+        except ValueError:
+            worker = None
+        if not worker:
+            continue
+        event = _WORKER_EVENT.search(rest)
+        if event is None:
+            continue
+        if event.group(1) == "worker registered":
+            workers.add(worker)
+        else:
+            workers.discard(worker)
+        out.append((t, len(workers)))
+    return out
+
+
+def _min_over(series: list[tuple[float, int]], start: float, end: float) -> int | None:
+    """The least value a step series held during [start, end]."""
+    before = [v for t, v in series if t <= start]
+    inside = [v for t, v in series if start < t <= end]
+    held = ([before[-1]] if before else []) + inside
+    return min(held) if held else None
+
+
+def window_report(
+    name: str,
+    start: float,
+    end: float,
+    calls: list[dict[str, Any]],
+    samples: list[dict[str, Any]],
+    baseline: tuple[float, float] | None,
+    server: list[tuple[float, int]] | None,
+) -> dict[str, Any]:
+    during = [  # in progress at some moment of the window
+        c for c in calls if c["placed_at"] <= end and c["placed_at"] + c["duration_s"] >= start
+    ]
+    waits = [c["agent_join_s"] for c in during if c["agent_join_s"] is not None]
+    inside = [s for s in samples if start <= s["t"] <= end]
+
+    def turns(mode: str, t0: float, t1: float) -> list[float]:
+        return [
+            t["latency_s"]
+            for c in calls
+            if c["mode"] == mode
+            for t in c["turns"]
+            if t["latency_s"] is not None and t0 <= t["at"] <= t1
+        ]
+
+    def unkept(c: dict[str, Any]) -> dict[str, Any]:
+        missed = [t["said"] + " -> " + (t["heard"] or "-") for t in c["turns"] if not t["answered"]]
+        return {k: c[k] for k in ("room", "mode", "agent", "ended", "error", "agent_join_s")} | {
+            "unanswered": missed
+        }
+
+    slow = [c for c in during if (c["agent_join_s"] or 0) > AGENT_WAIT_LIMIT_S]
+    return {
+        "operation": name,
+        "duration_s": round(end - start, 1),
+        "placed": len(during),
+        "audio": sum(1 for c in during if c["mode"] == "audio"),
+        "kept": sum(1 for c in during if c["kept"]),
+        "cut": sum(1 for c in during if c["ended"] == "cut"),
+        "no_agent": sum(1 for c in during if c["ended"] == "no-agent"),
+        "slow_agent": len(slow),
+        "not_kept": [unkept(c) for c in during if not c["kept"]],
+        "longest_agent_wait_s": max(waits) if waits else None,
+        "call_s": [
+            min((c["duration_s"] for c in during), default=None),
+            max((c["duration_s"] for c in during), default=None),
+        ],
+        "samples": len(inside),
+        "min_accepting": min(
+            (sum(1 for w in s["workers"].values() if w["status"] == 200) for s in inside),
+            default=None,
+        ),
+        "min_registered": min(
+            (sum(1 for w in s["workers"].values() if w.get("registered")) for s in inside),
+            default=None,
+        ),
+        "min_server_registered": _min_over(server, start, end) if server is not None else None,
+        "v2v_p95_s": percentile(turns("audio", start, end), 95),
+        "v2v_p95_before_s": percentile(turns("audio", *baseline), 95) if baseline else None,
+        "text_p95_s": percentile(turns("text", start, end), 95),
+        "audio_turns": len(turns("audio", start, end)),
+    }
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    def f(v: object) -> str:
+        return "-" if v is None else (f"{v:.2f}" if isinstance(v, float) else str(v))
+
+    head = (
+        "| operation | duration s | placed (audio) | kept | cut | no agent / >5 s | "
+        "min accepting | min registered (server) | longest wait s | v2v p95 s (before) |"
+    )
+    out = [head, "|" + "---|" * 10]
+    for r in rows:
+        out.append(
+            f"| {r['operation']} | {f(r['duration_s'])} | {r['placed']} ({r['audio']}) | "
+            f"{r['kept']} | {r['cut']} | {r['no_agent']} / {r['slow_agent']} | "
+            f"{f(r['min_accepting'])} | "
+            f"{f(r['min_registered'])} ({f(r['min_server_registered'])}) | "
+            f"{f(r['longest_agent_wait_s'])} | {f(r['v2v_p95_s'])} ({f(r['v2v_p95_before_s'])}) |"
+        )
+    return "\n".join(out)
+
+
+def report(args: argparse.Namespace) -> int:
+    d = Path(args.dir)
+    calls, samples = _read(d / "calls.jsonl"), _read(d / "samples.jsonl")
+    server = None
+    if args.server_log:
+        server = server_workers(Path(args.server_log).read_text().splitlines())
+    baseline = tuple(args.baseline) if args.baseline else None
+    rows = [
+        window_report(name, float(t0), float(t1), calls, samples, baseline, server)
+        for name, t0, t1 in args.window
+    ]
+    print(json.dumps({"operations": rows, "table": table(rows), "calls": len(calls)}))
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m lab.fleet", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="keep calls going and sample the workers until the stop file")
+    r.add_argument("--url", required=True, help="wss:// URL of the LiveKit server")
+    r.add_argument("--dir", required=True, help="where calls.jsonl and samples.jsonl go")
+    r.add_argument("--calls", type=int, default=6, help="calls at once")
+    r.add_argument("--audio-every", type=int, default=3, help="every Nth slot places audio calls")
+    r.add_argument("--stagger", type=float, default=2.0, help="seconds between the slots' starts")
+    r.add_argument("--health", action="append", default=[], help="a worker's health URL")
+    r.add_argument("--stop-file", required=True)
+    p = sub.add_parser("report", help="one row per operation window")
+    p.add_argument("--dir", required=True)
+    p.add_argument("--baseline", nargs=2, type=float, metavar=("START", "END"))
+    p.add_argument(
+        "--window", nargs=3, action="append", default=[], metavar=("NAME", "START", "END")
+    )
+    p.add_argument("--server-log", help="journalctl -u livekit-server -o short-unix output")
+    args = parser.parse_args()
+    if args.command == "run":
+        if not os.environ.get("LIVEKIT_API_KEY") or not os.environ.get("LIVEKIT_API_SECRET"):
+            print("lab.fleet: LIVEKIT_API_KEY and LIVEKIT_API_SECRET must be set", file=sys.stderr)
+            return 2
+        Path(args.dir).mkdir(parents=True, exist_ok=True)
+        return asyncio.run(run(args))
+    return report(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
