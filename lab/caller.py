@@ -48,7 +48,9 @@ LISTEN_RATE = 16000
 FRAME_MS = 50  # both ways: each frame costs an FFI round trip; latencies are to +-50 ms
 NOISE_FLOOR = 30.0  # s16 RMS of the microphone's noise (about -60 dBFS)
 AGENT_SPEECH_RMS = 300.0  # a 10 ms frame of the agent's audio above this is speech
-ANSWER_GAP_S = 0.8  # agent silence that ends its answer
+# agent silence that ends its answer: longer than a pause between its words, also when a busy
+# machine delays some of its audio (at 0.8 s, answers on the loaded 2-core lab were cut short)
+ANSWER_GAP_S = 1.2
 
 
 @dataclass

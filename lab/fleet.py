@@ -1,26 +1,34 @@
 """Callers as the judge of a fleet operation: keep calls going, sample capacity, report.
 
-    python -m lab.fleet run --url wss://LK --dir DIR --calls 6 --audio-every 3 \\
+    python -m lab.fleet run --url wss://LK [--url wss://LK2] --dir DIR --calls 6 --audio 0.5 \\
         --health http://10.213.0.21:8081 --health ... --stop-file DIR/stop
-    python -m lab.fleet report --dir DIR --baseline T0 T1 --window NAME T0 T1 ... \\
-        [--server-log FILE]
+    python -m lab.fleet report --dir DIR --windows DIR/windows.json [--server-log FILE ...] \\
+        [--sessions HOST=FILE ...]
 
 `run` keeps `--calls` calls going at once through the real LiveKit server until the stop file
-exists: every `--audio-every`th slot places audio calls (`lab.caller`: espeak speech in, the
-agent's speech recognized out), the others text calls (`lab.chat`: the same conversation as chat
-through the room, far cheaper on a 2-core lab). Each call lasts 20-60 s: it asks questions until
-its own random deadline, then says goodbye; once the stop file exists calls in progress say
-goodbye after the turn in progress and no new one starts. Every finished call is appended to
-DIR/calls.jsonl (a `CallRecord` plus its mode). Every second it asks each worker endpoint
-(`--health`, the worker's health server) for /ready and appends what every worker said to
-DIR/samples.jsonl: accepting (200), registered (connected to LiveKit), draining, active jobs.
+exists: one caller line per call at once, each a process of its own (`slot`, placing calls one
+after the other), each through the next `--url` in turn (the nodes of a cluster). A new call is an
+audio call (`lab.caller`: espeak speech in, the agent's speech recognized out) whenever that keeps
+the audio calls placed so far at `--audio` or more of all calls placed, else a text call
+(`lab.chat`: the same conversation as chat through the room, far cheaper on a 2-core lab). Each
+call lasts 20-60 s: it asks questions until its own random deadline, then says goodbye; once the
+stop file exists calls in progress say goodbye after the turn in progress and no new one starts.
+Every finished call is appended to DIR/calls.jsonl (a `CallRecord` plus its mode, slot and URL).
+Every second it asks each worker endpoint (`--health`, the worker's health server) for /ready
+and appends what every worker said to DIR/samples.jsonl: accepting (200), registered (connected
+to LiveKit), draining, active jobs. The callers stand for phones with CPUs of their own: run
+them at a higher priority than the fleet under test (`nice -n -10`), so that on a shared lab
+machine the fleet, not its judge, is what runs short of CPU.
 
-`report` reads those files and prints one JSON object per operation window (calls in progress
+`report` reads those files and the windows (`{"baseline": [T0, T1], "windows": [[NAME, T0, T1],
+...]}`, epoch seconds) and prints one JSON object per operation window (calls in progress
 during it, kept, cut, without an agent or waiting > 5 s for one, longest wait, minimum workers
 accepting and registered, voice-to-voice p95 during it against the baseline window, text answer
-p95) and a Markdown table of them. `--server-log` (the LiveKit server's whole
-`journalctl -u livekit-server -o short-unix`) adds the minimum number of workers the server had
-registered: it logs each registration and each worker it closes.
+p95) and a Markdown table of them. `--server-log` (a LiveKit server's whole
+`journalctl -u livekit-server -o short-unix`; once per node of a cluster) adds the minimum number
+of workers the servers had registered between them: each logs every registration and every
+worker it closes. `--sessions HOST=FILE` (a worker host's sessions.jsonl) adds `through`: for
+each URL, the calls placed and kept through it and which worker host served their rooms.
 
 LIVEKIT_API_KEY and LIVEKIT_API_SECRET come from the environment, a private CA through
 SSL_CERT_FILE.
@@ -42,7 +50,7 @@ from typing import Any
 
 import aiohttp
 
-from .caller import CallRecord, place_call
+from .caller import place_call
 from .chat import place_text_call
 from .script import script
 
@@ -62,28 +70,101 @@ def _stopped(stop: Path) -> bool:
     return stop.exists()  # one stat per turn: not worth a thread
 
 
-async def _slot(n: int, args: argparse.Namespace, key: str, secret: str, stop: Path) -> None:
-    rng = random.Random()
-    audio = n % args.audio_every == 0
-    calls = Path(args.dir) / "calls.jsonl"
-    while not _stopped(stop):
-        deadline = time.monotonic() + rng.uniform(MIN_CALL_S, MAX_CALL_S - LAST_TURN_S)
+class _Mix:
+    """Which kind the next call is: audio whenever that keeps audio at `share` or more of all
+    calls placed so far (so the share holds at every moment, not only on average)."""
 
-        def wrap_up(deadline: float = deadline) -> bool:
+    def __init__(self, share: float) -> None:
+        self.share, self.audio, self.placed = share, 0, 0
+
+    def next_is_audio(self) -> bool:
+        self.placed += 1
+        audio = self.audio < self.share * self.placed
+        self.audio += audio
+        return audio
+
+
+async def _slot(n: int, args: argparse.Namespace, stop: Path, mix: _Mix) -> None:
+    """One caller line: a process of its own (`python -m lab.fleet slot`) that places call after
+    call, audio or text as `mix` decides, each lasting 20-60 s. Its own process keeps its
+    microphone and ear in real time however busy the other callers' recognizers are (in one
+    process they share the GIL, and a late microphone frame garbles the caller's speech), and it
+    imports the client once (a process per call started at the callers' priority starved the lab
+    for a second each time)."""
+    rng = random.Random()
+    url = args.url[n % len(args.url)]
+    calls = Path(args.dir) / "calls.jsonl"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "lab.fleet",
+        "slot",
+        "--url",
+        url,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        while not _stopped(stop):
+            mode = "audio" if mix.next_is_audio() else "text"
+            order = {"mode": mode, "seconds": rng.uniform(MIN_CALL_S, MAX_CALL_S - LAST_TURN_S)}
+            proc.stdin.write((json.dumps({**order, "stop": str(stop)}) + "\n").encode())
+            await proc.stdin.drain()
+            record = await _record(proc.stdout)
+            if record is None:
+                raise RuntimeError(f"lab.fleet slot {n} exited {await proc.wait()}")
+            _append(calls, {**record, "mode": mode, "slot": n, "url": url})
+            if record["ended"] in ("no-agent", "error"):
+                await asyncio.sleep(1.0)  # a fault is recorded, not hammered
+    finally:
+        proc.stdin.close()
+        await proc.wait()
+
+
+async def _record(out: asyncio.StreamReader) -> dict[str, Any] | None:
+    """The next call record a caller line printed (None when it ended); a line of anything else
+    (a library writing to stdout) is skipped."""
+    while line := await out.readline():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and "ended" in record:
+            return record
+    return None
+
+
+async def slot(args: argparse.Namespace) -> int:
+    """The caller line's process: one JSON order per stdin line ({"mode": "audio"|"text",
+    "seconds": S, "stop": FILE}), one call each (goodbye after S seconds, or once FILE exists,
+    after the turn in progress), its record as one JSON line on stdout."""
+    key, secret = os.environ["LIVEKIT_API_KEY"], os.environ["LIVEKIT_API_SECRET"]
+    rng = random.Random()
+    loop = asyncio.get_running_loop()
+    while line := await loop.run_in_executor(None, sys.stdin.readline):
+        order = json.loads(line)
+        deadline = time.monotonic() + float(order["seconds"])
+        stop = Path(order["stop"])
+
+        def wrap_up(deadline: float = deadline, stop: Path = stop) -> bool:
             return time.monotonic() >= deadline or _stopped(stop)
 
         lines = script(QUESTIONS, rng)
-        place = place_call if audio else place_text_call
-        record: CallRecord = await place(
-            args.url, key, secret, lines, pause_s=1.0 if audio else 2.0, wrap_up=wrap_up
-        )
-        _append(calls, {**record.as_dict(), "mode": "audio" if audio else "text", "slot": n})
-        if record.ended in ("no-agent", "error"):
-            await asyncio.sleep(1.0)  # a fault is recorded, not hammered
+        if order["mode"] == "audio":
+            record = await place_call(args.url[0], key, secret, lines, pause_s=1.0, wrap_up=wrap_up)
+        else:
+            record = await place_text_call(
+                args.url[0], key, secret, lines, pause_s=2.0, wrap_up=wrap_up
+            )
+        sys.stdout.write(json.dumps(record.as_dict()) + "\n")
+        sys.stdout.flush()
+    return 0
 
 
 async def _sample(urls: list[str], out: Path, done: asyncio.Event) -> None:
-    timeout = aiohttp.ClientTimeout(total=2.0)
+    # a busy machine answers late: a worker that has not answered in 4 s counts as not accepting
+    timeout = aiohttp.ClientTimeout(total=4.0)
     async with aiohttp.ClientSession(timeout=timeout) as http:
 
         async def ask(url: str) -> dict[str, Any]:
@@ -108,14 +189,14 @@ async def _sample(urls: list[str], out: Path, done: asyncio.Event) -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
-    key, secret = os.environ["LIVEKIT_API_KEY"], os.environ["LIVEKIT_API_SECRET"]
     d = Path(args.dir)
     stop = Path(args.stop_file)
     done = asyncio.Event()
     sampler = asyncio.create_task(_sample(args.health, d / "samples.jsonl", done))
     slots = []
+    mix = _Mix(args.audio)
     for n in range(args.calls):
-        slots.append(asyncio.create_task(_slot(n, args, key, secret, stop)))
+        slots.append(asyncio.create_task(_slot(n, args, stop, mix)))
         await asyncio.sleep(args.stagger)  # the calls start apart, as callers do
     await asyncio.gather(*slots)
     done.set()
@@ -170,6 +251,18 @@ def server_workers(lines: list[str]) -> list[tuple[float, int]]:
         else:
             workers.discard(worker)
         out.append((t, len(workers)))
+    return out
+
+
+def summed(series: list[list[tuple[float, int]]]) -> list[tuple[float, int]]:
+    """Several servers' step series as one: after each change, the sum of every server's last
+    value (a server that logged nothing yet counts 0)."""
+    last = [0] * len(series)
+    events = sorted((t, i, v) for i, s in enumerate(series) for t, v in s)
+    out: list[tuple[float, int]] = []
+    for t, i, v in events:
+        last[i] = v
+        out.append((t, sum(last)))
     return out
 
 
@@ -264,18 +357,45 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def through(calls: list[dict[str, Any]], sessions: dict[str, list[dict[str, Any]]]):
+    """Per URL the calls were placed through: placed, kept, and which worker host served their
+    rooms (from the hosts' session records, matched by room name)."""
+    host_of = {s.get("room"): host for host, records in sessions.items() for s in records}
+    out: dict[str, dict[str, Any]] = {}
+    for c in calls:
+        row = out.setdefault(c["url"], {"placed": 0, "kept": 0, "served_by": {}})
+        row["placed"] += 1
+        row["kept"] += bool(c["kept"])
+        host = host_of.get(c["room"], "-")
+        row["served_by"][host] = row["served_by"].get(host, 0) + 1
+    return out
+
+
 def report(args: argparse.Namespace) -> int:
     d = Path(args.dir)
     calls, samples = _read(d / "calls.jsonl"), _read(d / "samples.jsonl")
     server = None
     if args.server_log:
-        server = server_workers(Path(args.server_log).read_text().splitlines())
-    baseline = tuple(args.baseline) if args.baseline else None
+        server = summed([server_workers(Path(f).read_text().splitlines()) for f in args.server_log])
+    windows = json.loads(Path(args.windows).read_text())
+    baseline = tuple(float(t) for t in windows["baseline"]) if windows.get("baseline") else None
     rows = [
         window_report(name, float(t0), float(t1), calls, samples, baseline, server)
-        for name, t0, t1 in args.window
+        for name, t0, t1 in windows["windows"]
     ]
-    print(json.dumps({"operations": rows, "table": table(rows), "calls": len(calls)}))
+    out = {
+        "operations": rows,
+        "table": table(rows),
+        "calls": len(calls),
+        "audio_calls": sum(1 for c in calls if c["mode"] == "audio"),
+    }
+    if args.sessions:
+        sessions = {}
+        for spec in args.sessions:
+            host, _, path = spec.partition("=")
+            sessions[host] = _read(Path(path))
+        out["through"] = through(calls, sessions)
+    print(json.dumps(out))
     return 0
 
 
@@ -283,28 +403,41 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m lab.fleet", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="keep calls going and sample the workers until the stop file")
-    r.add_argument("--url", required=True, help="wss:// URL of the LiveKit server")
+    r.add_argument(
+        "--url", action="append", required=True, help="wss:// URL of a LiveKit node (repeatable)"
+    )
     r.add_argument("--dir", required=True, help="where calls.jsonl and samples.jsonl go")
     r.add_argument("--calls", type=int, default=6, help="calls at once")
-    r.add_argument("--audio-every", type=int, default=3, help="every Nth slot places audio calls")
+    r.add_argument("--audio", type=float, default=0.5, help="least share of audio calls (0-1)")
     r.add_argument("--stagger", type=float, default=2.0, help="seconds between the slots' starts")
     r.add_argument("--health", action="append", default=[], help="a worker's health URL")
     r.add_argument("--stop-file", required=True)
+    c = sub.add_parser("slot", help="(run's caller line) place the calls ordered on stdin")
+    c.add_argument("--url", action="append", required=True, help="wss:// URL of the LiveKit node")
     p = sub.add_parser("report", help="one row per operation window")
     p.add_argument("--dir", required=True)
-    p.add_argument("--baseline", nargs=2, type=float, metavar=("START", "END"))
     p.add_argument(
-        "--window", nargs=3, action="append", default=[], metavar=("NAME", "START", "END")
+        "--windows", required=True, help='{"baseline": [T0, T1], "windows": [[NAME, T0, T1]]}'
     )
-    p.add_argument("--server-log", help="journalctl -u livekit-server -o short-unix output")
+    p.add_argument(
+        "--server-log",
+        action="append",
+        default=[],
+        help="a LiveKit server's journalctl -u livekit-server -o short-unix (once per node)",
+    )
+    p.add_argument(
+        "--sessions", action="append", default=[], help="HOST=FILE: a worker host's sessions.jsonl"
+    )
     args = parser.parse_args()
-    if args.command == "run":
-        if not os.environ.get("LIVEKIT_API_KEY") or not os.environ.get("LIVEKIT_API_SECRET"):
-            print("lab.fleet: LIVEKIT_API_KEY and LIVEKIT_API_SECRET must be set", file=sys.stderr)
-            return 2
-        Path(args.dir).mkdir(parents=True, exist_ok=True)
-        return asyncio.run(run(args))
-    return report(args)
+    if args.command == "report":
+        return report(args)
+    if not os.environ.get("LIVEKIT_API_KEY") or not os.environ.get("LIVEKIT_API_SECRET"):
+        print("lab.fleet: LIVEKIT_API_KEY and LIVEKIT_API_SECRET must be set", file=sys.stderr)
+        return 2
+    if args.command == "slot":
+        return asyncio.run(slot(args))
+    Path(args.dir).mkdir(parents=True, exist_ok=True)
+    return asyncio.run(run(args))
 
 
 if __name__ == "__main__":

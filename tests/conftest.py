@@ -9,7 +9,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 _STARTED = time.monotonic()
-sys.path.insert(0, str(ROOT))  # `tests.loopback_livekit` importable as a package
+sys.path.insert(0, str(ROOT))  # `tests.worker_process`, `tests.livekit_server`... importable
 
 
 def free_port() -> int:
@@ -40,21 +40,25 @@ def worker_env(tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-async def lk():
-    """The loopback LiveKit server (tests/loopback_livekit), with the test key and secret."""
-    from tests.loopback_livekit.server import LoopbackLiveKit
+async def lk(tmp_path: Path):
+    """The real livekit-server on loopback (tests/livekit_server.py), with the test key and
+    secret, started; a test may stop and start it again on the same ports."""
+    import signal
 
-    server = LoopbackLiveKit(TEST_SECRETS["LIVEKIT_API_KEY"], TEST_SECRETS["LIVEKIT_API_SECRET"])
+    from tests.livekit_server import LiveKitServer
+
+    workdir = tmp_path / "livekit"
+    workdir.mkdir()
+    server = LiveKitServer(workdir)
     await server.start()
     yield server
-    await server.stop()
+    await server.stop(signal.SIGKILL)  # a clean stop would wait for rooms to empty
 
 
 # ---- Where the suite's time goes (printed at the end of every run, CI included) ---------------
 _INTEGRATION = {
     "test_worker_integration.py",
     "test_config_connect.py",
-    "test_loopback_livekit.py",
     "test_lab_providers.py",
 }
 _MONITORING = {

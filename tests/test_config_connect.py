@@ -1,6 +1,7 @@
 """`check-config --connect`: the configuration proved against LiveKit before a serving worker is
-stopped for it (the role's prove step). Against the loopback LiveKit server, which answers /agent
-like livekit-server does (401 for a token it cannot verify, 404 elsewhere)."""
+stopped for it (the role's prove step). Against the real livekit-server on loopback
+(tests/livekit_server.py): /agent answers 401 for a token it cannot verify, other paths 404, and
+its log says which workers registered."""
 
 from __future__ import annotations
 
@@ -47,15 +48,17 @@ async def test_a_working_configuration_registers_once_under_its_own_name(lk, wor
     assert rc == 0, err
     result = json.loads(out)
     assert result["livekit"] == "registered"
-    registered = lk.events_of("worker_registered")
-    assert [e["worker_id"] for e in registered] == [result["check_worker_id"]]
-    assert registered[0]["agent_name"] == "livekit-voice-worker-config-check"
+    # it registered and left again: a registration that could receive calls must not linger
+    await lk.wait_for_log("closing worker", workerID=result["check_worker_id"], timeout=10)
+    registered = lk.said("worker registered")
+    assert [r["workerID"] for r in registered] == [result["check_worker_id"]]
+    assert registered[0]["agentName"] == "livekit-voice-worker-config-check"
 
 
 async def test_a_wrong_url_path_is_refused(lk, worker_env) -> None:
     rc, out, err = await _check({**worker_env, "LIVEKIT_URL": lk.url + "/livekit"})
     _assert_refused(rc, out, err, "LIVEKIT_URL", "/livekit/agent", "404")
-    assert not lk.events_of("worker_registered")
+    assert not lk.said("worker registered")
 
 
 async def test_a_wrong_secret_is_refused(lk, worker_env) -> None:
@@ -63,6 +66,9 @@ async def test_a_wrong_secret_is_refused(lk, worker_env) -> None:
     rc, out, err = await _check(env)
     _assert_refused(rc, out, err, "LIVEKIT_API_SECRET", "401")
     assert "x" * 40 not in out + err
+    refused = await lk.wait_for_log("error handling request", path="/agent", timeout=10)
+    assert refused["status"] == 401
+    assert not lk.said("worker registered")
 
 
 async def test_an_address_nothing_answers_on_is_refused(worker_env) -> None:
@@ -79,10 +85,11 @@ async def test_a_health_port_taken_by_another_service_is_refused(lk, worker_env)
         env = {**worker_env, "LIVEKIT_URL": lk.url, "HEALTH_CHECK_PORT": str(port)}
         rc, out, err = await _check(env, "--bind-health")
     _assert_refused(rc, out, err, "HEALTH_CHECK_PORT", f"127.0.0.1:{port}", "in use")
-    assert not lk.events_of("worker_registered")
+    assert not lk.said("worker registered")
 
 
 async def test_a_health_address_the_host_does_not_have_is_refused(lk, worker_env) -> None:
     env = {**worker_env, "LIVEKIT_URL": lk.url, "HEALTH_CHECK_HOST": "192.0.2.10"}
     rc, out, err = await _check(env, "--bind-health")
     _assert_refused(rc, out, err, "HEALTH_CHECK_HOST", "192.0.2.10", "not an address of this host")
+    assert not lk.said("worker registered")

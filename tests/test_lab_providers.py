@@ -154,3 +154,16 @@ async def test_openai_stand_in_answers_by_the_rules_and_ends_the_call(
         await plugin.aclose()
     assert (normalise(answer), calls) == (normalise(QUESTIONS[1].answer), [])
     assert goodbye_calls == ["end_call"], (goodbye_text, goodbye_calls)
+
+
+async def test_a_rotation_keeps_both_keys_live_and_no_other(http: aiohttp.ClientSession) -> None:
+    # the stand-ins started with "KEY,NEXT": the workers move from one to the other (the
+    # bluegreen scenario's rotation) while calls go on
+    async with serve(OpenAIStandIn(f"{KEY},next-key")) as base:
+
+        async def models(key: str) -> int:
+            headers = {"Authorization": f"Bearer {key}"}
+            async with http.get(f"{base}/v1/models", headers=headers) as r:
+                return r.status
+
+        assert [await models(k) for k in (KEY, "next-key", "other-key")] == [200, 200, 401]

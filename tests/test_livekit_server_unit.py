@@ -35,13 +35,17 @@ def test_unit_security_exposure_at_most_2_5(root: Path) -> None:
     assert score <= 2.5, report
 
 
-def test_keys_arrive_only_as_a_credential() -> None:
+def test_keys_and_config_arrive_only_as_credentials() -> None:
+    # config.yaml holds Redis's password in a cluster: the server reads it from its credentials
+    # directory (%d), like the keys, never from a file the service user can read on disk
     text = UNIT.read_text()
     assert re.findall(r"^LoadCredential=(.*)$", text, re.M) == [
-        "keys.yaml:/etc/livekit-server/keys.yaml"
+        "config.yaml:/etc/livekit-server/config.yaml",
+        "keys.yaml:/etc/livekit-server/keys.yaml",
     ]
     assert not re.search(r"^Environment", text, re.M)
-    assert re.search(r"^ExecStart=/usr/local/bin/livekit-server --config \S+$", text, re.M)
+    start = r"^ExecStart=/usr/local/bin/livekit-server --config %d/config.yaml$"
+    assert re.search(start, text, re.M)
     # the role's config points at the credential and holds no keys of its own
     role_vars = yaml.safe_load((ROOT / "roles/livekit_server/vars/main.yml").read_text())
     assert (

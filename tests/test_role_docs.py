@@ -15,7 +15,7 @@ from voice_worker.config import ConfigError, load_settings
 ROLES = Path(__file__).resolve().parents[1] / "roles"
 
 
-@pytest.mark.parametrize("role", ["voice_worker", "livekit_server"])
+@pytest.mark.parametrize("role", ["voice_worker", "livekit_server", "livekit_redis"])
 def test_every_variable_is_specified_and_documented(role: str) -> None:
     defaults = yaml.safe_load((ROLES / role / "defaults/main.yml").read_text())
     specs = yaml.safe_load((ROLES / role / "meta/argument_specs.yml").read_text())

@@ -1,26 +1,39 @@
-"""The real worker process against the loopback LiveKit server, with a stand-in notify socket.
+"""The real worker process against the real livekit-server on loopback (tests/livekit_server.py),
+with a stand-in notify socket for systemd.
 
-Jobs run `voice_worker.synthetic:call` (the loopback server has no media/rtc), in real job
-processes, through the real lifecycle, metrics, drain and exit paths.
+Jobs run `voice_worker.synthetic:call` in real job processes, through the real lifecycle, metrics,
+drain and exit paths. A room is created through the server's API with its agent dispatch; the
+server assigns the job ("assigned job to worker" in its log) and the worker runs it. With
+`"join": true` the call joins its room, and the server lists the agent among the room's
+participants for as long as the call lasts. What is asserted is what an operator can see: the
+worker's notify messages, its /, /ready and /metrics, its JSON logs and sessions.jsonl, and what
+livekit-server says (its log, its room API).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 import signal
+import sys
 import time
 from pathlib import Path
 
+import aiohttp
 import psutil
 import pytest
+from livekit.protocol.models import ParticipantInfo
 
 from tests.conftest import TEST_SECRETS
-from tests.loopback_livekit.server import LoopbackLiveKit
+from tests.livekit_server import LiveKitServer
 from tests.worker_process import WorkerProcess, start_worker
+
+READY_TIMEOUT = 90  # a busy 2-core machine: 5-30 s from start to registered
 
 
 @pytest.fixture
-async def worker_factory(tmp_path: Path, lk: LoopbackLiveKit):
+async def worker_factory(tmp_path: Path, lk: LiveKitServer):
     started: list[WorkerProcess] = []
 
     async def make(**extra_env: str) -> WorkerProcess:
@@ -33,72 +46,19 @@ async def worker_factory(tmp_path: Path, lk: LoopbackLiveKit):
         w.stop()
 
 
-async def _ready(lk: LoopbackLiveKit, w: WorkerProcess) -> str:
-    """Wait for READY=1; returns the worker id LiveKit gave it."""
-    await w.notify.wait_for("READY", "1", timeout=60)
-    registered = lk.events_of("worker_registered")
-    assert registered, "READY=1 arrived but the server never registered the worker"
-    return registered[-1]["worker_id"]
+async def _ready(lk: LiveKitServer, w: WorkerProcess) -> str:
+    """Wait for READY=1; returns the worker id livekit-server gave it. The id is the server's:
+    READY's STATUS can only name it once the registration went through."""
+    ready = await w.notify.wait_for("READY", "1", timeout=READY_TIMEOUT)
+    named = re.search(r"Registered with LiveKit as (\S+);", ready.fields["STATUS"])
+    assert named, ready.fields
+    worker_id = named.group(1)
+    await lk.wait_for_log("worker registered", workerID=worker_id, agentName="", timeout=10)
+    return worker_id
 
 
-async def test_ready_health_and_metrics_follow_registration_and_jobs(lk, worker_factory):
-    lk.refuse_connections()
-    w = await worker_factory()
-
-    # Up but not registered: alive (inside the reconnect grace), not ready, no READY=1.
-    code, body = await _poll_until(w, "/", lambda c, _: c in (200, 503))
-    assert (code, body["connected"]) == (200, False)
-    code, body = await w.get("/ready")
-    assert (code, body["status"]) == (503, "not_registered")
-    assert not w.notify.with_field("READY")
-
-    lk.accept_connections()
-    worker_id = await _ready(lk, w)
-    ready = w.notify.with_field("READY", "1")[0]
-    registered = lk.events_of("worker_registered")[-1]
-    assert ready.t >= registered["t"], "READY=1 must come after registration"
-    assert "Registered with LiveKit" in ready.fields["STATUS"]
-
-    code, body = await w.get("/ready")
-    assert (code, body["status"], body["worker_id"]) == (200, "ready", worker_id)
-    assert await w.metric("voice_worker_connected") == 1
-    assert await w.metric("voice_worker_max_jobs") == 2
-
-    job = await lk.dispatch("room-a", metadata=json.dumps({"hold_seconds": 4}))
-    assert job["status"] == "assigned" and job["worker_id"] == worker_id
-    await lk.wait_for(lambda: lk.jobs[job["id"]]["status"] == "running", 30)
-
-    code, body = await w.get("/")
-    assert (code, body["active_jobs"]) == (200, 1)
-    assert await w.metric("voice_worker_active_jobs") == 1
-    assert await w.metric("voice_worker_jobs_started_total") == 1
-    assert await w.metric("lk_agents_active_job_count") == 1  # stock metric, from the job process
-
-    await lk.wait_for(lambda: lk.jobs[job["id"]]["status"] == "success", 30)
-    await _poll_until(w, "/", lambda c, b: b["active_jobs"] == 0)
-    assert await w.metric("voice_worker_jobs_finished_total", {"outcome": "success"}) == 1
-    assert await w.metric("voice_worker_job_duration_seconds_count") == 1
-    # usage recorded inside the job process reached the worker's /metrics
-    stt = await w.metric("voice_worker_stt_audio_seconds_total", {"provider": "synthetic"})
-    assert stt == pytest.approx(4, abs=0.5)
-    assert await w.metric("voice_worker_estimated_cost_usd_total", {"provider": "synthetic"}) > 0
-
-    # the job ran in a real job process: its log lines carry another pid, a child of the worker
-    job_logs = [r for r in w.logs() if r.get("job_id") == job["id"]]
-    assert any(r["message"] == "job started" for r in job_logs)
-    job_pids = {r["process_id"] for r in job_logs if r["message"] == "job started"}
-    assert w.pid not in job_pids
-    record = json.loads((w.state_dir / "sessions.jsonl").read_text().splitlines()[-1])
-    assert (record["job_id"], record["room"]) == (job["id"], "room-a")
-    assert record["usage"]["stt_audio_seconds"] == pytest.approx(4, abs=0.5)
-
-
-async def _poll_until(w: WorkerProcess, path: str, ok, timeout: float = 60.0):
+async def _poll_until(w: WorkerProcess, path: str, ok, timeout: float = 60.0):  # noqa: ASYNC109
     """Ask an endpoint until `ok(code, body)`; the worker binds its port shortly after start."""
-    import asyncio
-
-    import aiohttp
-
     async with asyncio.timeout(timeout):
         while True:
             try:
@@ -110,53 +70,132 @@ async def _poll_until(w: WorkerProcess, path: str, ok, timeout: float = 60.0):
             await asyncio.sleep(0.2)
 
 
+async def _agent_in_room(lk: LiveKitServer, room: str, job_id: str) -> ParticipantInfo:
+    """Wait until the server lists the job's agent as an active participant of `room`."""
+    async with asyncio.timeout(60):
+        while True:
+            for p in await lk.participants(room):
+                if p.identity == f"agent-{job_id}" and p.state == ParticipantInfo.State.ACTIVE:
+                    return p
+            await asyncio.sleep(0.2)
+
+
+async def _room_empty(lk: LiveKitServer, room: str) -> None:
+    async with asyncio.timeout(10):
+        while True:
+            if not await lk.participants(room):
+                return
+            await asyncio.sleep(0.2)
+
+
+async def test_ready_health_and_metrics_follow_registration_and_jobs(lk, worker_factory):
+    await lk.stop(signal.SIGKILL)  # LiveKit not there yet: nothing answers on its port
+    w = await worker_factory()
+
+    # Up but not registered: alive (inside the reconnect grace), not ready, no READY=1.
+    code, body = await _poll_until(w, "/", lambda c, _: c in (200, 503))
+    assert (code, body["connected"]) == (200, False)
+    code, body = await w.get("/ready")
+    assert (code, body["status"]) == (503, "not_registered")
+    assert not w.notify.with_field("READY")
+
+    await lk.start()
+    worker_id = await _ready(lk, w)
+    ready = w.notify.with_field("READY", "1")[0]
+    assert f"Registered with LiveKit as {worker_id}" in ready.fields["STATUS"]
+
+    code, body = await w.get("/ready")
+    assert (code, body["status"], body["worker_id"]) == (200, "ready", worker_id)
+    assert await w.metric("voice_worker_connected") == 1
+    assert await w.metric("voice_worker_max_jobs") == 2
+
+    job_id = await lk.dispatch("room-a", {"hold_seconds": 4, "join": True})
+    assert lk.said("assigned job to worker", jobID=job_id)[0]["workerID"] == worker_id
+    agent = await _agent_in_room(lk, "room-a", job_id)  # the call is on: its agent is in the room
+    assert agent.kind == ParticipantInfo.Kind.AGENT
+
+    code, body = await w.get("/")
+    assert (code, body["active_jobs"]) == (200, 1)
+    assert await w.metric("voice_worker_active_jobs") == 1
+    assert await w.metric("voice_worker_jobs_started_total") == 1
+    assert await w.metric("lk_agents_active_job_count") == 1  # stock metric, from the job process
+
+    ended = await w.wait_for_log("job ended", job_id=job_id, timeout=30)
+    assert (ended["outcome"], ended["room_name"]) == ("success", "room-a")
+    await _room_empty(lk, "room-a")  # the agent left its room when the call ended
+    await _poll_until(w, "/", lambda c, b: b["active_jobs"] == 0)
+    assert await w.metric("voice_worker_jobs_finished_total", {"outcome": "success"}) == 1
+    assert await w.metric("voice_worker_job_duration_seconds_count") == 1
+    # usage recorded inside the job process reached the worker's /metrics
+    stt = await w.metric("voice_worker_stt_audio_seconds_total", {"provider": "synthetic"})
+    assert stt == pytest.approx(4, abs=0.5)
+    assert await w.metric("voice_worker_estimated_cost_usd_total", {"provider": "synthetic"}) > 0
+
+    # the job ran in a real job process: its log lines carry another pid, a child of the worker
+    job_logs = [r for r in w.logs() if r.get("job_id") == job_id]
+    assert any(r["message"] == "job started" for r in job_logs)
+    job_pids = {r["process_id"] for r in job_logs if r["message"] == "job started"}
+    assert w.pid not in job_pids
+    record = json.loads((w.state_dir / "sessions.jsonl").read_text().splitlines()[-1])
+    assert (record["job_id"], record["room"], record["worker_id"]) == (job_id, "room-a", worker_id)
+    assert record["usage"]["stt_audio_seconds"] == pytest.approx(4, abs=0.5)
+
+
 async def test_sigterm_drains_the_running_call_then_exits_0(lk, worker_factory):
     w = await worker_factory()
     worker_id = await _ready(lk, w)
-    job = await lk.dispatch("room-drain", metadata=json.dumps({"hold_seconds": 6}))
-    await lk.wait_for(lambda: lk.jobs[job["id"]]["status"] == "running", 30)
+    job_id = await lk.dispatch("room-drain", {"hold_seconds": 6, "join": True})
+    await _agent_in_room(lk, "room-drain", job_id)
     job_procs = [p for p in psutil.Process(w.pid).children(recursive=True)]
     assert job_procs, "job processes should exist"
 
-    sent = time.monotonic()
+    sent = time.time()
     w.signal(signal.SIGTERM)
     stopping = await w.notify.wait_for("STOPPING", "1", timeout=10)
     assert "Draining" in stopping.fields["STATUS"]
-    full = await lk.wait_for_event("worker_status", worker_id=worker_id, status="WS_FULL")
-    assert full["t"] - sent < 1.0, "the server must see the worker go full at once"
+    full = await lk.wait_for_log("worker status changed", workerID=worker_id, status="WS_FULL")
+    assert full["ts"] - sent < 1.0, "the server must see the worker go full at once"
 
     code, body = await w.get("/ready")
     assert (code, body["status"], body["draining"]) == (503, "draining", True)
     assert await w.metric("voice_worker_draining") == 1
 
-    # the server does not offer work to a full worker; offered anyway, the worker refuses it
-    late = await lk.dispatch("room-late", metadata=json.dumps({"hold_seconds": 1}))
-    assert (late["status"], late["unassigned_reason"]) == ("unassigned", "no_worker_available")
-    offered = await lk.dispatch("room-late-2", json.dumps({"hold_seconds": 1}), offer_to_full=True)
-    assert offered["status"] == "unassigned"
-    assert offered["refused_by"] == [worker_id]
+    # A room created while the only worker drains gets no agent: the server finds no worker to
+    # send the job to (were its offer to cross the worker's WS_FULL, the worker would refuse it
+    # and the server would say the same), while the call in progress goes on in its room.
+    seen = len(lk.logs())
+    await lk.create_room("room-late", {"hold_seconds": 1, "join": True})
+    unsent = await lk.wait_for_log("failed to send job request", after=seen, agentName="")
+    # which of the two depends on when the WS_FULL reached the server's dispatcher
+    why = ("no servers available", "no workers with sufficient capacity")
+    assert unsent["error"].startswith(why), unsent
+    assert not lk.said("assigned job to worker", room="room-late")
+    assert not w.said("received job request", room_name="room-late")
+    assert await lk.participants("room-late") == []
+    assert [p.identity for p in await lk.participants("room-drain")] == [f"agent-{job_id}"]
 
     rc = await w.wait_exit(timeout=60)
-    ended = lk.jobs[job["id"]]
-    assert ended["status"] == "success"
+    exited = time.time()
     assert rc == 0
-    exit_after_job = time.monotonic() - ended_t(lk, job["id"])
+    ended = w.said("job ended", job_id=job_id)
+    assert [r["outcome"] for r in ended] == ["success"]
+    record = json.loads((w.state_dir / "sessions.jsonl").read_text().splitlines()[-1])
+    assert record["job_id"] == job_id and record["duration_s"] >= 6
+    exit_after_job = exited - record["ended_at"]
     assert exit_after_job < 10, f"exited {exit_after_job:.1f}s after the last call ended"
+    # the server saw the worker go away only after the call (its connection closed at exit)
+    closed = await lk.wait_for_log("closing worker", workerID=worker_id, timeout=10)
+    assert closed["ts"] >= record["ended_at"]
     # job processes and the forkserver follow the worker out (the forkserver on EOF of its pipe)
     _, left = psutil.wait_procs(job_procs, timeout=5)
     assert not left, [(p.pid, p.cmdline()[:3]) for p in left]
 
 
-def ended_t(lk: LoopbackLiveKit, job_id: str) -> float:
-    ev = [e for e in lk.events_of("job_status") if e.get("job_id") == job_id]
-    return ev[-1]["t"]
-
-
 async def test_second_sigterm_forces_exit_1(lk, worker_factory):
     w = await worker_factory()
     await _ready(lk, w)
-    job = await lk.dispatch("room-force", metadata=json.dumps({"hold_seconds": 60}))
-    await lk.wait_for(lambda: lk.jobs[job["id"]]["status"] == "running", 30)
+    job_id = await lk.dispatch("room-force", {"hold_seconds": 60, "join": True})
+    await _agent_in_room(lk, "room-force", job_id)
     w.signal(signal.SIGTERM)
     await w.notify.wait_for("STOPPING", "1", timeout=10)
     w.signal(signal.SIGTERM)
@@ -168,10 +207,9 @@ async def test_an_outage_heals_without_a_restart(lk, worker_factory):
     does not restart it into the outage and towards the start limit), says so on / , /ready and
     STATUS, keeps reconnecting, and registers again soon after LiveKit answers."""
     w = await worker_factory(WORKER_RECONNECT_GRACE="5")
-    await _ready(lk, w)
+    first_id = await _ready(lk, w)
 
-    lk.refuse_connections()
-    await lk.drop_connections()
+    await lk.stop(signal.SIGKILL)  # livekit-server dies: its connections drop, nothing answers
     lost = time.monotonic()
     await _poll_until(w, "/", lambda c, _: c == 503, timeout=30)
     assert time.monotonic() - lost >= 2.5, "liveness must hold through the grace window"
@@ -187,18 +225,19 @@ async def test_an_outage_heals_without_a_restart(lk, worker_factory):
     assert w.proc.poll() is None, "the worker must not exit while LiveKit is away"
     assert sum("failed to connect to livekit" in r["message"] for r in w.logs()) >= 3
 
-    lk.accept_connections()
+    seen = len(lk.logs())
+    await lk.start()  # the same port, keys and config
     back = time.monotonic()
-    await _poll_until(w, "/ready", lambda c, _: c == 200, timeout=30)
+    code, body = await _poll_until(w, "/ready", lambda c, _: c == 200, timeout=30)
     print(f"registered again {time.monotonic() - back:.1f} s after LiveKit answered")
+    again = await lk.wait_for_log("worker registered", after=seen, agentName="", timeout=10)
+    assert body["worker_id"] == again["workerID"] != first_id
     assert await w.metric("voice_worker_disconnects_total") == 1
     assert len(w.notify.with_field("READY", "1")) == 1, "the same process, not a restart"
 
 
 async def test_watchdog_stops_while_the_event_loop_is_blocked(lk, tmp_path):
-    from tests.worker_process import start_worker
-
-    argv = [__import__("sys").executable, "-m", "tests.blocking_worker"]
+    argv = [sys.executable, "-m", "tests.blocking_worker"]
     w = await start_worker(tmp_path, lk.url, argv=argv)
     try:
         await _ready(lk, w)
@@ -212,10 +251,11 @@ async def test_watchdog_stops_while_the_event_loop_is_blocked(lk, tmp_path):
 
 
 async def test_gives_up_reconnecting_with_a_nonzero_exit(lk, worker_factory):
-    lk.refuse_connections()
+    await lk.stop(signal.SIGKILL)  # and it stays stopped: nothing answers on LIVEKIT_URL
     w = await worker_factory(LIVEKIT_MAX_RETRY="2")
     assert await w.wait_exit(timeout=60) == 69
     assert not w.notify.with_field("READY")
+    assert sum("failed to connect to livekit" in r["message"] for r in w.logs()) >= 2
     assert any("could not stay connected" in r["message"] for r in w.logs())
 
 
@@ -227,9 +267,9 @@ async def test_no_process_holds_a_secret_in_its_environment(lk, worker_factory, 
     for name, value in TEST_SECRETS.items():
         (creds / name).write_text(value)
     w = await worker_factory(CREDENTIALS_DIRECTORY=str(creds), **dict.fromkeys(TEST_SECRETS, ""))
-    await _ready(lk, w)
-    job = await lk.dispatch("room-environ", metadata=json.dumps({"hold_seconds": 30}))
-    await lk.wait_for(lambda: lk.jobs[job["id"]]["status"] == "running", 30)
+    await _ready(lk, w)  # registered: the key and secret from the credentials worked
+    job_id = await lk.dispatch("room-environ", {"hold_seconds": 30, "join": True})
+    await _agent_in_room(lk, "room-environ", job_id)  # the job process joined with its token
     procs = [psutil.Process(w.pid), *psutil.Process(w.pid).children(recursive=True)]
     assert len(procs) >= 3, "the worker, its forkserver and a job process at least"
     for p in procs:
@@ -241,8 +281,8 @@ async def test_no_process_holds_a_secret_in_its_environment(lk, worker_factory, 
 async def test_logs_are_json_and_carry_no_secret(lk, worker_factory):
     w = await worker_factory(LOG_LEVEL="DEBUG")
     await _ready(lk, w)
-    job = await lk.dispatch("room-logs", metadata=json.dumps({"hold_seconds": 1}))
-    await lk.wait_for(lambda: lk.jobs[job["id"]]["status"] == "success", 30)
+    job_id = await lk.dispatch("room-logs", {"hold_seconds": 1, "join": True})
+    await w.wait_for_log("job ended", job_id=job_id, outcome="success", timeout=60)
     w.signal(signal.SIGTERM)
     assert await w.wait_exit(timeout=60) == 0
     raw = w.log_path.read_text()
@@ -250,7 +290,7 @@ async def test_logs_are_json_and_carry_no_secret(lk, worker_factory):
         assert secret not in raw
     records = w.logs()
     assert records and not [r for r in records if r.get("not_json")]
-    job_lines = [r for r in records if r.get("job_id") == job["id"]]
+    job_lines = [r for r in records if r.get("job_id") == job_id]
     assert job_lines and all(r.get("room_name") == "room-logs" for r in job_lines)
     assert any(r.get("session_id") for r in job_lines)
 
@@ -262,15 +302,16 @@ def _oom_score_adj(pid: int) -> int:
 async def test_a_job_over_its_memory_limit_dies_alone(lk, worker_factory):
     """Issue 12: a call that eats memory is killed by livekit-agents' per-job limit (PSS); the
     worker, its forkserver and the other call go on; the kill is counted and logged with the room.
-    Job processes carry the highest OOM score, the worker and the forkserver the inherited one."""
+    Job processes carry the highest OOM score, the worker and the forkserver the inherited one.
+    The calls stay out of their rooms: the server then records each job's end as the worker
+    reports it (a call that leaves its room is ended by the server itself)."""
     w = await worker_factory(WORKER_JOB_MEMORY_LIMIT_MB="300")
     worker_id = await _ready(lk, w)
-    calm = await lk.dispatch("room-calm", metadata=json.dumps({"hold_seconds": 20}))
-    hog = await lk.dispatch(
-        "room-hog", metadata=json.dumps({"hold_seconds": 120, "grow_mb_per_s": 40})
-    )
-    assert {calm["worker_id"], hog["worker_id"]} == {worker_id}
-    await lk.wait_for(lambda: lk.jobs[hog["id"]]["status"] == "running", 30)
+    calm = await lk.dispatch("room-calm", {"hold_seconds": 30})
+    await w.wait_for_log("job started", job_id=calm, timeout=30)
+    hog = await lk.dispatch("room-hog", {"hold_seconds": 120, "grow_mb_per_s": 40})
+    await w.wait_for_log("job started", job_id=hog, timeout=30)
+    assert {r["workerID"] for r in lk.said("assigned job to worker")} == {worker_id}
     worker = psutil.Process(w.pid)
     before = {p.pid: p for p in worker.children(recursive=True)}
     scores = {pid: _oom_score_adj(pid) for pid in before}
@@ -279,18 +320,21 @@ async def test_a_job_over_its_memory_limit_dies_alone(lk, worker_factory):
     assert len(jobs) >= 2 and len(scores) - len(jobs) >= 1, scores  # 2 jobs (+ idle), forkserver
 
     # 40 MB/s against 300 MB, sampled every 5 s: killed well before its 120 s
-    await lk.wait_for(lambda: lk.jobs[hog["id"]]["status"] not in ("assigned", "running"), 60)
-    assert lk.jobs[hog["id"]]["status"] == "failed"
-    assert lk.jobs[calm["id"]]["status"] == "running"
-    await lk.wait_for(lambda: lk.jobs[calm["id"]]["status"] == "success", 40)
+    hog_end = await lk.wait_for_log("job ended", jobID=hog, timeout=60)
+    assert hog_end["status"] == "JS_FAILED"
+    assert not lk.said("job ended", jobID=calm), "the other call goes on"
+    calm_end = await lk.wait_for_log("job ended", jobID=calm, timeout=40)
+    assert calm_end["status"] == "JS_SUCCESS"
+    assert len(lk.said("assigned job to worker", room="room-hog")) == 1, "not dispatched again"
     assert w.proc.poll() is None and worker.is_running()
     survivors = {p.pid for p in worker.children(recursive=True)}
     assert set(before) - jobs <= survivors, "the forkserver survived"
+    await _poll_until(w, "/", lambda c, b: b["active_jobs"] == 0)
     assert await w.metric("voice_worker_jobs_memory_limited_total") == 1
     assert await w.metric("voice_worker_jobs_finished_total", {"outcome": "failed"}) == 1
     assert await w.metric("voice_worker_jobs_finished_total", {"outcome": "success"}) == 1
     ended = [r for r in w.logs() if r.get("reason") == "memory_limit"]
-    assert [(r["job_id"], r["room_name"]) for r in ended] == [(hog["id"], "room-hog")]
+    assert [(r["job_id"], r["room_name"]) for r in ended] == [(hog, "room-hog")]
     assert ended[0]["memory_usage_mb"] > 300
     code, body = await w.get("/ready")
     assert code == 200, body

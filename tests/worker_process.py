@@ -119,6 +119,34 @@ class WorkerProcess:
                 lines.append({"message": raw, "not_json": True})
         return lines
 
+    def said(self, message: str, **fields: Any) -> list[dict[str, Any]]:
+        """Its JSON log records with this message and these field values."""
+        return [
+            r
+            for r in self.logs()
+            if r.get("message") == message and all(r.get(k) == v for k, v in fields.items())
+        ]
+
+    async def wait_for_log(
+        self,
+        message: str,
+        timeout: float = 30.0,  # noqa: ASYNC109 - the bounded wait is the point
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """The first JSON log record with this message and these field values, once written."""
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    found = self.said(message, **fields)
+                    if found:
+                        return found[0]
+                    await asyncio.sleep(0.2)
+        except TimeoutError:
+            tail = "\n".join(json.dumps(r)[:300] for r in self.logs()[-15:])
+            raise TimeoutError(
+                f"the worker did not log {message!r} {fields} in {timeout}s; its log ends:\n{tail}"
+            ) from None
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             # the whole group: the worker and its job processes

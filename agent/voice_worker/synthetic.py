@@ -4,9 +4,10 @@ For smoke, drain and rollout tests of a deployment without providers or media: t
 for `hold_seconds` (from the job's JSON metadata, default 30, at most 3600), records usage under
 provider "synthetic" through the same metering as a real session (one STT second per second held,
 a small LLM exchange per 5 s), then ends itself like a real call does. With `"join": true` in the
-metadata it first joins its room as a participant (a real LiveKit server: the agent is in the room
-for the whole call, and leaves it at the end); without, it stays out of the room (the loopback
-stand-in of the fleet scenarios has no rooms). With `"grow_mb_per_s": N` the job process also
+metadata it first joins its room as a participant (the agent is in the room for the whole call,
+and leaves it at the end); without, it stays out of the room and livekit-server records the job's
+end as the worker reports it (a call that leaves its room first is marked failed by the server
+itself, "agent worker left the room"). With `"grow_mb_per_s": N` the job process also
 allocates (and touches) N MB every second for as long as it holds: a call that eats memory, for
 the per-job memory limit's tests. Everything around it (job process, metrics, session record,
 drain) is the real worker.

@@ -3,10 +3,11 @@
     python -m lab.providers --host 10.213.0.1 [--deepgram-port 8791] [--cartesia-port 8792]
         [--openai-port 8793]
 
-API keys come from DEEPGRAM_API_KEY, CARTESIA_API_KEY and OPENAI_API_KEY (the worker's names);
-requests with another key get 401. The worker's base URLs are then
-`http://HOST:8791/v1/listen`, `http://HOST:8792` and `http://HOST:8793/v1`. `GET /_lab/status`
-on any port answers 200 with counters once all three listen (a readiness check). SIGTERM stops it.
+API keys come from DEEPGRAM_API_KEY, CARTESIA_API_KEY and OPENAI_API_KEY (the worker's names;
+`KEY,NEXT_KEY` accepts both, for a rotation); requests with another key get 401. The worker's
+base URLs are then `http://HOST:8791/v1/listen`, `http://HOST:8792` and `http://HOST:8793/v1`.
+`GET /_lab/status` on any port answers 200 with counters once all three listen (a readiness
+check). SIGTERM stops it.
 """
 
 from __future__ import annotations

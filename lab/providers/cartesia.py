@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from aiohttp import WSMsgType, web
 
 from ..speech import SAMPLE_WIDTH, SpeechError, synthesize
+from . import api_keys
 
 logger = logging.getLogger("lab.cartesia")
 
@@ -40,14 +41,14 @@ class _Context:
 
 class CartesiaStandIn:
     def __init__(self, api_key: str) -> None:
-        self.api_key = api_key
+        self.api_keys = api_keys(api_key)
         self.characters = 0
 
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/tts/websocket", self.websocket)
 
     async def websocket(self, request: web.Request) -> web.StreamResponse:
-        if request.headers.get("X-API-Key") != self.api_key:
+        if request.headers.get("X-API-Key") not in self.api_keys:
             return web.json_response({"error": "Invalid API key"}, status=401)
         if not request.query.get("cartesia_version"):
             return web.json_response({"error": "cartesia_version is required"}, status=400)

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from aiohttp import WSMsgType, web
 
 from ..speech import Recognizer, Stream, rms
+from . import api_keys
 
 logger = logging.getLogger("lab.deepgram")
 
@@ -51,7 +52,7 @@ class _Utterance:
 
 class DeepgramStandIn:
     def __init__(self, api_key: str, recognizer: Recognizer) -> None:
-        self.api_key = api_key
+        self.api_keys = api_keys(api_key)
         self.recognizer = recognizer
         self.sessions = 0
 
@@ -59,7 +60,7 @@ class DeepgramStandIn:
         app.router.add_get("/v1/listen", self.listen)
 
     async def listen(self, request: web.Request) -> web.StreamResponse:
-        if request.headers.get("Authorization") != f"Token {self.api_key}":
+        if request.headers.get("Authorization") not in {f"Token {k}" for k in self.api_keys}:
             return web.json_response(
                 {"err_code": "INVALID_AUTH", "err_msg": "Invalid credentials."}, status=401
             )

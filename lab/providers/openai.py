@@ -25,6 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from ..script import GOODBYE, answer_for, rule_for
+from . import api_keys
 
 MODELS = ("gpt-4o-mini", "gpt-4.1")
 
@@ -54,7 +55,7 @@ def reply(messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> dict[s
 
 class OpenAIStandIn:
     def __init__(self, api_key: str) -> None:
-        self.api_key = api_key
+        self.api_keys = api_keys(api_key)
         self.requests = 0
 
     def routes(self, app: web.Application) -> None:
@@ -62,7 +63,7 @@ class OpenAIStandIn:
         app.router.add_post("/v1/chat/completions", self.chat)
 
     def _authorised(self, request: web.Request) -> bool:
-        return request.headers.get("Authorization") == f"Bearer {self.api_key}"
+        return request.headers.get("Authorization") in {f"Bearer {k}" for k in self.api_keys}
 
     @staticmethod
     def _error(status: int, message: str, code: str) -> web.Response:
