@@ -40,6 +40,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from livekit import api, rtc
 
+from . import outside_the_lab
 from .script import AGENT_PHRASES, GOODBYE, Rule, script
 from .speech import Recognizer, normalise, rms, synthesize
 
@@ -349,6 +350,7 @@ def describe(record: CallRecord) -> str:
 
 
 def main() -> int:
+    outside_the_lab()
     parser = argparse.ArgumentParser(
         prog="python -m lab.caller", description=__doc__.split("\n")[0]
     )

@@ -16,12 +16,11 @@ stop file exists calls in progress say goodbye after the turn in progress and no
 Every finished call is appended to DIR/calls.jsonl (a `CallRecord` plus its mode, slot and URL).
 Every second it asks each worker endpoint (`--health`, the worker's health server) for /ready
 and appends what every worker said to DIR/samples.jsonl: accepting (200), registered (connected
-to LiveKit), draining, active jobs. The callers stand for phones with CPUs of their own: run
-them at a higher priority than the fleet under test (`nice -n -10`), so that on a shared lab
-machine the fleet, not its judge, is what runs short of CPU.
+to LiveKit), draining, active jobs. The callers run at nice -10 (`lab.outside_the_lab`).
 
-`report` reads those files and the windows (`{"baseline": [T0, T1], "windows": [[NAME, T0, T1],
-...]}`, epoch seconds) and prints one JSON object per operation window (calls in progress
+`report` reads those files and the windows (`{"baseline": [T0, T1], "windows": [[NAME, T0, T1,
+REQUIRED], ...]}`, epoch seconds; REQUIRED, the workers that must accept throughout, is optional
+and passed through) and prints one JSON object per operation window (calls in progress
 during it, kept, cut, without an agent or waiting > 5 s for one, longest wait, minimum workers
 accepting and registered, voice-to-voice p95 during it against the baseline window, text answer
 p95) and a Markdown table of them. `--server-log` (a LiveKit server's whole
@@ -50,6 +49,7 @@ from typing import Any
 
 import aiohttp
 
+from . import outside_the_lab
 from .caller import place_call
 from .chat import place_text_call
 from .script import script
@@ -343,14 +343,15 @@ def table(rows: list[dict[str, Any]]) -> str:
 
     head = (
         "| operation | duration s | placed (audio) | kept | cut | no agent / >5 s | "
-        "min accepting | min registered (server) | longest wait s | v2v p95 s (before) |"
+        "min accepting (required) | min registered (server) | longest wait s | "
+        "v2v p95 s (before) |"
     )
     out = [head, "|" + "---|" * 10]
     for r in rows:
         out.append(
             f"| {r['operation']} | {f(r['duration_s'])} | {r['placed']} ({r['audio']}) | "
             f"{r['kept']} | {r['cut']} | {r['no_agent']} / {r['slow_agent']} | "
-            f"{f(r['min_accepting'])} | "
+            f"{f(r['min_accepting'])} ({f(r.get('required_accepting'))}) | "
             f"{f(r['min_registered'])} ({f(r['min_server_registered'])}) | "
             f"{f(r['longest_agent_wait_s'])} | {f(r['v2v_p95_s'])} ({f(r['v2v_p95_before_s'])}) |"
         )
@@ -379,10 +380,11 @@ def report(args: argparse.Namespace) -> int:
         server = summed([server_workers(Path(f).read_text().splitlines()) for f in args.server_log])
     windows = json.loads(Path(args.windows).read_text())
     baseline = tuple(float(t) for t in windows["baseline"]) if windows.get("baseline") else None
-    rows = [
-        window_report(name, float(t0), float(t1), calls, samples, baseline, server)
-        for name, t0, t1 in windows["windows"]
-    ]
+    rows = []
+    for name, t0, t1, *required in windows["windows"]:
+        row = window_report(name, float(t0), float(t1), calls, samples, baseline, server)
+        row["required_accepting"] = int(required[0]) if required else None
+        rows.append(row)
     out = {
         "operations": rows,
         "table": table(rows),
@@ -400,6 +402,7 @@ def report(args: argparse.Namespace) -> int:
 
 
 def main() -> int:
+    outside_the_lab()
     parser = argparse.ArgumentParser(prog="python -m lab.fleet", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="keep calls going and sample the workers until the stop file")

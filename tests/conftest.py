@@ -87,14 +87,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         for report in reports:
             if isinstance(report, pytest.TestReport):
                 part = _suite_part(report.nodeid)
-                # a fleet scenario's test only waits for a run that went on side by side with
-                # others (tests/test_molecule.py): count the scenario's own wall time
-                own = dict(report.user_properties).get("scenario_seconds")
-                took = own if own is not None and report.when == "call" else report.duration
-                seconds[part] = seconds.get(part, 0.0) + took
+                seconds[part] = seconds.get(part, 0.0) + report.duration
     if seconds:
         parts = sorted(seconds.items(), key=lambda kv: (kv[0].startswith("molecule"), kv[0]))
         line = ", ".join(f"{name} {s:.0f} s" for name, s in parts)
         terminalreporter.write_line(f"suite time by part: {line}")
-        # less than the parts' sum when the fleet scenarios ran side by side
         terminalreporter.write_line(f"suite wall time: {time.monotonic() - _STARTED:.0f} s")

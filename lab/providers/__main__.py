@@ -21,6 +21,7 @@ import sys
 
 from aiohttp import web
 
+from .. import outside_the_lab
 from ..script import CALLER_PHRASES
 from ..speech import Recognizer
 from .cartesia import CartesiaStandIn
@@ -79,6 +80,7 @@ async def serve(host: str, ports: dict[str, int]) -> None:
 
 
 def main() -> None:
+    outside_the_lab()
     parser = argparse.ArgumentParser(prog="python -m lab.providers")
     parser.add_argument("--host", required=True)
     for name, port in PORTS.items():
