@@ -18,7 +18,7 @@ import pytest
 from tests.conftest import ROOT
 from tests.test_lint import BIN
 
-# trixie (default's checks on Debian 13) is left out: fleet3 of the fleet scenario runs Debian 13
+# trixie (default's checks on Debian 13) is left out: fleet2 of the fleet scenario runs Debian 13
 # through every fleet operation, and the suite has no room for another 8 minutes
 SCENARIOS = ["default", "fleet", "monitoring"]
 
