@@ -224,10 +224,19 @@ class _Session:
                 await self._send(self._results(None, "", is_final=True, from_finalize=True))
             return
         text = utt.stream.end()
+        # what was heard, for a report of a turn that went unanswered (lab-providers.log)
+        logger.info(
+            "%s %s %.2f-%.2f s speech %d ms: %r",
+            self.request_id[:8],
+            "finalize" if from_finalize else "endpoint",
+            utt.start_s,
+            self.audio_s,
+            utt.speech_ms,
+            text if utt.speech_ms >= MIN_SPEECH_MS else "(too short: dropped)",
+        )
         if utt.speech_ms < MIN_SPEECH_MS:
             return  # a click, not speech
         self.last_word_end = utt.last_speech_s
-        logger.info("recognized", extra={"request_id": self.request_id, "transcript": text})
         await self._send(
             self._results(
                 utt,

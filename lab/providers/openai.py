@@ -18,6 +18,7 @@ rate limits. Token counts are words, not tokens.
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from typing import Any
@@ -26,6 +27,8 @@ from aiohttp import web
 
 from ..script import GOODBYE, answer_for, rule_for
 from . import api_keys
+
+logger = logging.getLogger("lab.openai")
 
 MODELS = ("gpt-4o-mini", "gpt-4.1")
 
@@ -95,6 +98,8 @@ class OpenAIStandIn:
             return self._error(400, "model and messages are required", "invalid_request")
         self.requests += 1
         answer = reply(messages, list(body.get("tools") or []))
+        last = messages[-1] if messages else {}
+        logger.info("%s %r -> %r", last.get("role"), _text(last.get("content"))[:80], answer)
         prompt_tokens = sum(len(_text(m.get("content")).split()) for m in messages)
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
