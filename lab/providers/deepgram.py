@@ -14,8 +14,12 @@ recognized by pocketsphinx against the lab's caller phrases (lab/script.py, lab/
 Not covered: models and languages (accepted, ignored; always English), other encodings than
 linear16 and more than one channel (refused with 400 like Deepgram), diarization, keyterms,
 smart_format/punctuation (transcripts are lower-case words), words outside the lab's phrases, the
-REST (pre-recorded) API, billing metadata. An `endpointing` below 300 ms is raised to 300 ms: an
-energy detector would cut words at their stop consonants.
+REST (pre-recorded) API, billing metadata. An `endpointing` below 800 ms is raised to 800 ms:
+Deepgram finds words in a fragment ("goodbye" after a pause in "thank you goodbye"), the grammar of
+this recognizer only whole phrases, so a fragment would come back empty and the agent would answer
+the half it got. An energy detector also cuts at stop consonants and at audio the network lost
+(measured: a 360 ms gap inside a phrase on a busy lab). The agent's own VAD (Silero, 550 ms of
+silence) ends a turn first and sends `Finalize`, which ends the utterance at once.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from . import api_keys
 
 logger = logging.getLogger("lab.deepgram")
 
-MIN_ENDPOINTING_MS = 300
+MIN_ENDPOINTING_MS = 800  # above the agent's VAD silence (550 ms): see the docstring
 SPEECH_RMS = 400.0  # s16 RMS of a 10 ms frame above which it counts as speech
 MIN_SPEECH_MS = 120  # shorter bursts are noise, not speech
 INTERIM_EVERY_S = 0.5
