@@ -22,7 +22,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from tests.conftest import ROOT
+from lab.loopback import ROOT
 
 INVENTORY = "inventories/lab"
 RECAP = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)", re.M)

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import psutil
 
-from tests.livekit_server import LiveKitServer
-from tests.worker_process import start_worker
+from lab.livekit_loopback import LiveKitServer
+from lab.worker_process import start_worker
 
 MB = 1024 * 1024
 

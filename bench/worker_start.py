@@ -24,8 +24,8 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.conftest import ROOT, TEST_SECRETS, free_port
-from tests.worker_process import NotifyListener
+from lab.loopback import ROOT, TEST_SECRETS, free_port
+from lab.worker_process import NotifyListener
 
 SERVER = ROOT / ".cache/livekit-server/current/livekit-server"
 # our log lines that mark the path to READY, in order (the breakdown)

@@ -17,7 +17,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.conftest import ROOT, TEST_SECRETS, free_port
+from .loopback import ROOT, TEST_SECRETS, free_port
 
 
 @dataclass

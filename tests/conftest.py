@@ -1,31 +1,17 @@
 from __future__ import annotations
 
-import socket
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `lab`, `tests` importable
+
+from lab.loopback import ROOT, TEST_SECRETS, free_port  # noqa: E402
+
+__all__ = ["ROOT", "TEST_SECRETS", "free_port"]
 _STARTED = time.monotonic()
-sys.path.insert(0, str(ROOT))  # `tests.worker_process`, `tests.livekit_server`... importable
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-TEST_SECRETS = {
-    "LIVEKIT_API_KEY": "lk-test-key-7f3a",
-    "LIVEKIT_API_SECRET": "lk-test-secret-9c1e5d2b8a7f4e3c6b1a0d9e8f7a6b5c",
-    "DEEPGRAM_API_KEY": "dg-test-key-51b2c3",
-    "CARTESIA_API_KEY": "ca-test-key-84d1e2",
-    "OPENAI_API_KEY": "oa-test-key-3e9f0a",
-}
 
 
 @pytest.fixture
@@ -41,11 +27,11 @@ def worker_env(tmp_path: Path) -> dict[str, str]:
 
 @pytest.fixture
 async def lk(tmp_path: Path):
-    """The real livekit-server on loopback (tests/livekit_server.py), with the test key and
+    """The real livekit-server on loopback (lab/livekit_loopback.py), with the test key and
     secret, started; a test may stop and start it again on the same ports."""
     import signal
 
-    from tests.livekit_server import LiveKitServer
+    from lab.livekit_loopback import LiveKitServer
 
     workdir = tmp_path / "livekit"
     workdir.mkdir()

@@ -1,6 +1,6 @@
 """`check-config --connect`: the configuration proved against LiveKit before a serving worker is
 stopped for it (the role's prove step). Against the real livekit-server on loopback
-(tests/livekit_server.py): /agent answers 401 for a token it cannot verify, other paths 404, and
+(lab/livekit_loopback.py): /agent answers 401 for a token it cannot verify, other paths 404, and
 its log says which workers registered."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The real worker process against the real livekit-server on loopback (tests/livekit_server.py),
+"""The real worker process against the real livekit-server on loopback (lab/livekit_loopback.py),
 with a stand-in notify socket for systemd.
 
 Jobs run `voice_worker.synthetic:call` in real job processes, through the real lifecycle, metrics,
@@ -25,9 +25,9 @@ import psutil
 import pytest
 from livekit.protocol.models import ParticipantInfo
 
-from tests.conftest import TEST_SECRETS
-from tests.livekit_server import LiveKitServer
-from tests.worker_process import WorkerProcess, start_worker
+from lab.livekit_loopback import LiveKitServer
+from lab.loopback import TEST_SECRETS
+from lab.worker_process import WorkerProcess, start_worker
 
 READY_TIMEOUT = 90  # a busy 2-core machine: 5-30 s from start to registered
 

@@ -1,7 +1,7 @@
 """HTTP endpoints that tell the truth: `/` liveness, `/ready`, `/metrics`, `/worker`.
 
 The stock livekit-agents `/` answers 200 while disconnected and while draining; these answer from
-the worker's real state (runner.WorkerState).
+the worker's real state (state.WorkerState).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from . import __version__
 
 if TYPE_CHECKING:
-    from .runner import WorkerState
+    from .state import WorkerState
 
 
 class _SettledFilesCollector(MultiProcessCollector):
