@@ -19,11 +19,8 @@ from tests.conftest import ROOT
 from tests.test_lint import BIN
 
 # trixie (default's checks on Debian 13) is left out: fleet2 of the fleet scenario runs Debian 13
-# through every fleet operation, and the suite has no room for another 8 minutes. fleet is left
-# out for now: on the lab's 2 cores its callers still hear about one turn in 160 calls go
-# unanswered during an operation (docs/fleet-operations.md, "Measured"), and its 34 minutes would
-# leave CI little margin; run it by hand (`molecule test -s fleet`).
-SCENARIOS = ["default", "monitoring"]
+# through every fleet operation, and the suite has no room for another 8 minutes.
+SCENARIOS = ["default", "monitoring", "fleet"]
 
 
 def molecule_test(scenario: str) -> tuple[subprocess.CompletedProcess[str], float]:
