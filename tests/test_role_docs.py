@@ -54,6 +54,26 @@ def test_every_default_is_specified(role: str) -> None:
             assert value in options[name]["choices"], name
 
 
+def _defaults(role: str) -> dict:
+    return yaml.safe_load((ROLES / role / "defaults/main.yml").read_text())
+
+
+@pytest.mark.parametrize(
+    ("fallback", "role", "var"),
+    [
+        ("prometheus_voice_worker_port", "voice_worker", "voice_worker_health_port"),
+        ("prometheus_voice_worker_port_green", "voice_worker", "voice_worker_health_port_green"),
+        ("prometheus_node_exporter_port", "node_exporter", "node_exporter_web_listen_address"),
+        ("prometheus_livekit_port", "livekit_server", "livekit_server_metrics_listen_address"),
+    ],
+)
+def test_prometheus_fallback_ports_are_the_roles_defaults(fallback: str, role: str, var: str):
+    """The prometheus role scrapes an agent or LiveKit host that does not set the variable on the
+    port it falls back to: the port that host's role listens on by default."""
+    port = str(_defaults(role)[var]).rsplit(":", 1)[-1]
+    assert str(_defaults("prometheus")[fallback]) == port
+
+
 def _preflight_ranges() -> dict[str, tuple[int, int]]:
     tasks = yaml.safe_load((ROLES / "voice_worker/tasks/preflight.yml").read_text())
     task = next(t for t in tasks if t.get("name") == "Preflight | Assert integer ranges")

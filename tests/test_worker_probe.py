@@ -6,6 +6,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+import yaml
 
 PATH = Path(__file__).resolve().parents[1] / "roles/voice_worker/files/worker_probe.py"
 spec = importlib.util.spec_from_file_location("worker_probe", PATH)
@@ -70,3 +71,31 @@ def test_a_running_worker_is_asked_on_the_address_it_was_started_with() -> None:
         child.communicate(b"")
     # a process without those settings (or gone): the configured address
     assert probe.started_address(child.pid, "127.0.0.1", "8083") == ("127.0.0.1", "8083")
+
+
+def wildcards() -> dict:
+    """The wildcard rule as the prometheus role states it (its vars/main.yml)."""
+    path = Path(__file__).resolve().parents[1] / "roles/prometheus/vars/main.yml"
+    return yaml.safe_load(path.read_text())["__prometheus_wildcards"]
+
+
+def test_probe_asks_a_wildcard_on_the_loopback_the_role_names():
+    """The probe (on the host, no Ansible) and the prometheus role state one rule twice: which bind
+    addresses listen everywhere, and the loopback address a host asks itself on instead."""
+    rule = wildcards()
+    assert rule == probe.WILDCARDS
+    for address, loopback in rule.items():
+        assert probe.http_base(f" {address} ", 8081) == f"http://{loopback}:8081"
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [
+        ("10.213.0.11", "10.213.0.11"),
+        ("fd00:213::22", "[fd00:213::22]"),
+        ("[fd00:213::22]", "[fd00:213::22]"),
+        ("worker1.example", "worker1.example"),
+    ],
+)
+def test_probe_asks_any_other_address_as_given(address, expected):
+    assert probe.url_host(address) == expected

@@ -57,14 +57,22 @@ def get(base, path):
         return 0, None
 
 
+# Bind addresses that listen everywhere -> the loopback this host asks instead: the prometheus
+# role's __prometheus_wildcards (roles/prometheus/vars/main.yml), held equal by a test
+# (tests/test_worker_probe.py).
+WILDCARDS = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "[::1]", "[::]": "[::1]"}
+
+
+def url_host(address):
+    """A bind address as this host reaches it: a wildcard on loopback, IPv6 in brackets."""
+    host = address.strip()
+    if host in WILDCARDS:
+        return WILDCARDS[host]
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
 def http_base(host, port):
-    if host in ("", "0.0.0.0"):
-        host = "127.0.0.1"
-    elif host == "::":
-        host = "[::1]"
-    elif ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{port}"
+    return f"http://{url_host(host)}:{port}"
 
 
 def started_address(pid, host, port):
