@@ -118,14 +118,20 @@ def address(host: str) -> str:
     return json.loads(lab_hosts("info", host))["address"]
 
 
+def health_url(addr: str, path: str) -> str:
+    from lab.__main__ import worker_ports  # after main() put the checkout on sys.path
+
+    return f"http://{addr}:{worker_ports()[0]}{path}"
+
+
 def worker_json(addr: str, path: str) -> dict:
-    with urllib.request.urlopen(f"http://{addr}:8081{path}", timeout=5) as r:  # noqa: S310
+    with urllib.request.urlopen(health_url(addr, path), timeout=5) as r:  # noqa: S310
         return json.load(r)
 
 
 def histograms(addr: str) -> dict[str, tuple[float, float]]:
     """(sum, count) of the worker's latency histograms, summed over labels."""
-    with urllib.request.urlopen(f"http://{addr}:8081/metrics", timeout=5) as r:  # noqa: S310
+    with urllib.request.urlopen(health_url(addr, "/metrics"), timeout=5) as r:  # noqa: S310
         text = r.read().decode()
     out: dict[str, tuple[float, float]] = {}
     for name in ("stt_delay", "eou_delay", "llm_ttft", "tts_ttfb"):

@@ -33,6 +33,17 @@ def lab_vars() -> dict[str, object]:
     return yaml.safe_load((ROOT / "inventories/lab/group_vars/all/main.yml").read_text())
 
 
+def worker_ports() -> tuple[int, int]:
+    """The lab workers' health ports (single/blue, green): the lab inventory's agent_hosts
+    values, else the voice_worker role's defaults, where each is written once."""
+    names = ("voice_worker_health_port", "voice_worker_health_port_green")
+    values = yaml.safe_load((ROOT / "roles/voice_worker/defaults/main.yml").read_text())
+    values.update(
+        yaml.safe_load((ROOT / "inventories/lab/group_vars/agent_hosts/main.yml").read_text())
+    )
+    return int(values[names[0]]), int(values[names[1]])
+
+
 def host_address(name: str) -> str:
     out = subprocess.run(
         [str(ROOT / "scripts/lab-hosts"), "info", name], capture_output=True, text=True, check=False

@@ -22,16 +22,17 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 
-from .__main__ import host_address, lab_dir, lab_exec
+from .__main__ import host_address, lab_dir, lab_exec, worker_ports
 
 AGENTS = ("agent1", "agent2")
 LIVEKIT = "lk1"
 MONITOR = "mon1"
-# single mode: livekit-voice-worker.service on 8081; blue_green: the serving colour's instance
-# (@blue on 8081, @green on 8082). Found per host before the outage.
+# single mode: livekit-voice-worker.service on the health port; blue_green: the serving colour's
+# instance (@blue on the health port, @green on the green one). Found per host before the outage.
+_PORT, _GREEN = worker_ports()
 UNITS = {
-    8081: ("livekit-voice-worker.service", "livekit-voice-worker@blue.service"),
-    8082: ("livekit-voice-worker@green.service",),
+    _PORT: ("livekit-voice-worker.service", "livekit-voice-worker@blue.service"),
+    _GREEN: ("livekit-voice-worker@green.service",),
 }
 
 
