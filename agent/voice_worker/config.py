@@ -10,8 +10,9 @@ from __future__ import annotations
 import ipaddress
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 EX_CONFIG = 78
@@ -174,7 +175,14 @@ class _Reader:
         return value
 
 
+def _defaults(cls: type) -> dict[str, Any]:
+    """A settings class's field defaults: the one place each default is written."""
+    return {f.name: f.default for f in fields(cls) if f.default is not MISSING}
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    d = _defaults(Settings)
+    price = _defaults(Prices)
     env = os.environ if env is None else env
     creds = env.get("CREDENTIALS_DIRECTORY")
     r = _Reader(env, Path(creds) if creds else None)
@@ -182,7 +190,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     livekit_url = r.url("LIVEKIT_URL", ("wss", "ws", "https", "http"), required=True)
     assert livekit_url is not None
 
-    health_host = r.text("HEALTH_CHECK_HOST", "127.0.0.1") or "127.0.0.1"
+    health_host = r.text("HEALTH_CHECK_HOST", d["health_host"]) or d["health_host"]
     try:
         ipaddress.ip_address(health_host)
     except ValueError:
@@ -190,13 +198,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             "HEALTH_CHECK_HOST", f"must be an IP address, got {health_host!r}"
         ) from None
 
-    turn_detection = (r.text("WORKER_TURN_DETECTION", "vad") or "vad").lower()
+    turn_detection = (
+        r.text("WORKER_TURN_DETECTION", d["turn_detection"]) or d["turn_detection"]
+    ).lower()
     if turn_detection not in TURN_DETECTION_MODES:
         raise ConfigError(
             "WORKER_TURN_DETECTION", f"must be one of {', '.join(TURN_DETECTION_MODES)}"
         )
 
-    log_level = (r.text("LOG_LEVEL", "INFO") or "INFO").upper()
+    log_level = (r.text("LOG_LEVEL", d["log_level"]) or d["log_level"]).upper()
     if log_level not in LOG_LEVELS:
         raise ConfigError("LOG_LEVEL", f"must be one of {', '.join(LOG_LEVELS)}")
 
@@ -205,7 +215,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if instructions_file is not None and not instructions_file.is_file():
         raise ConfigError("AGENT_INSTRUCTIONS_FILE", f"no such file: {instructions_file}")
 
-    entrypoint = r.text("WORKER_ENTRYPOINT", "voice_worker.agent:entrypoint") or ""
+    entrypoint = r.text("WORKER_ENTRYPOINT", d["entrypoint"]) or ""
     module, _, func = entrypoint.partition(":")
     if not module or not func:
         raise ConfigError("WORKER_ENTRYPOINT", "must look like 'package.module:function'")
@@ -214,13 +224,16 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     runtime = env.get("RUNTIME_DIRECTORY", "").split(":")[0]
     metrics_default = str(Path(runtime) / "metrics") if runtime else "metrics"
 
-    job_memory_limit_mb = r.integer("WORKER_JOB_MEMORY_LIMIT_MB", 0, 0, 1_048_576)
+    job_memory_limit_mb = r.integer(
+        "WORKER_JOB_MEMORY_LIMIT_MB", d["job_memory_limit_mb"], 0, 1_048_576
+    )
     if 0 < job_memory_limit_mb < 64:
         raise ConfigError(
             "WORKER_JOB_MEMORY_LIMIT_MB", "must be 0 (off) or at least 64 (a job process's size)"
         )
     # unset: livekit-agents' 1000, or three quarters of the limit when that is lower
-    warn_default = min(1000, job_memory_limit_mb * 3 // 4) if job_memory_limit_mb else 1000
+    warn = d["job_memory_warn_mb"]
+    warn_default = min(warn, job_memory_limit_mb * 3 // 4) if job_memory_limit_mb else warn
     job_memory_warn_mb = r.integer("WORKER_JOB_MEMORY_WARN_MB", warn_default, 0, 1_048_576)
     if job_memory_limit_mb and job_memory_warn_mb > job_memory_limit_mb:
         raise ConfigError(
@@ -229,10 +242,18 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         )
 
     prices = Prices(
-        stt_usd_per_minute=r.number("PRICE_STT_USD_PER_MINUTE", 0.0043, 0, 1000),
-        llm_usd_per_1m_input_tokens=r.number("PRICE_LLM_USD_PER_1M_INPUT_TOKENS", 0.15, 0, 1e6),
-        llm_usd_per_1m_output_tokens=r.number("PRICE_LLM_USD_PER_1M_OUTPUT_TOKENS", 0.60, 0, 1e6),
-        tts_usd_per_1m_characters=r.number("PRICE_TTS_USD_PER_1M_CHARACTERS", 40.0, 0, 1e6),
+        stt_usd_per_minute=r.number(
+            "PRICE_STT_USD_PER_MINUTE", price["stt_usd_per_minute"], 0, 1000
+        ),
+        llm_usd_per_1m_input_tokens=r.number(
+            "PRICE_LLM_USD_PER_1M_INPUT_TOKENS", price["llm_usd_per_1m_input_tokens"], 0, 1e6
+        ),
+        llm_usd_per_1m_output_tokens=r.number(
+            "PRICE_LLM_USD_PER_1M_OUTPUT_TOKENS", price["llm_usd_per_1m_output_tokens"], 0, 1e6
+        ),
+        tts_usd_per_1m_characters=r.number(
+            "PRICE_TTS_USD_PER_1M_CHARACTERS", price["tts_usd_per_1m_characters"], 0, 1e6
+        ),
     )
 
     return Settings(
@@ -245,31 +266,33 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         deepgram_base_url=r.url("DEEPGRAM_BASE_URL", ("wss", "ws", "https", "http"), False),
         cartesia_base_url=r.url("CARTESIA_BASE_URL", ("wss", "ws", "https", "http"), False),
         openai_base_url=r.url("OPENAI_BASE_URL", ("https", "http"), False),
-        llm_model=r.text("LLM_MODEL", "gpt-4o-mini") or "gpt-4o-mini",
-        stt_model=r.text("STT_MODEL", "nova-3") or "nova-3",
-        stt_language=r.text("STT_LANGUAGE", "en") or "en",
-        tts_model=r.text("TTS_MODEL", "sonic-2") or "sonic-2",
+        llm_model=r.text("LLM_MODEL", d["llm_model"]) or d["llm_model"],
+        stt_model=r.text("STT_MODEL", d["stt_model"]) or d["stt_model"],
+        stt_language=r.text("STT_LANGUAGE", d["stt_language"]) or d["stt_language"],
+        tts_model=r.text("TTS_MODEL", d["tts_model"]) or d["tts_model"],
         tts_voice=r.text("TTS_VOICE", None),
         instructions_file=instructions_file,
-        agent_name=r.text("AGENT_NAME", "") or "",
+        agent_name=r.text("AGENT_NAME", d["agent_name"]) or "",
         log_level=log_level,
         health_host=health_host,
-        health_port=r.integer("HEALTH_CHECK_PORT", 8081, 1024, 65535),
-        max_jobs=r.integer("WORKER_MAX_JOBS", 4, 1, 256),
-        idle_timeout=r.number("WORKER_IDLE_TIMEOUT", 300.0, 10, 86400),
+        health_port=r.integer("HEALTH_CHECK_PORT", d["health_port"], 1024, 65535),
+        max_jobs=r.integer("WORKER_MAX_JOBS", d["max_jobs"], 1, 256),
+        idle_timeout=r.number("WORKER_IDLE_TIMEOUT", d["idle_timeout"], 10, 86400),
         turn_detection=turn_detection,
-        drain_timeout=r.integer("WORKER_DRAIN_TIMEOUT", 600, 30, 3600),
-        reconnect_grace=r.number("WORKER_RECONNECT_GRACE", 60.0, 5, 3600),
+        drain_timeout=r.integer("WORKER_DRAIN_TIMEOUT", d["drain_timeout"], 30, 3600),
+        reconnect_grace=r.number("WORKER_RECONNECT_GRACE", d["reconnect_grace"], 5, 3600),
         max_retry=(
             r.integer("LIVEKIT_MAX_RETRY", 0, 0, 1000) if r.raw("LIVEKIT_MAX_RETRY") else None
         ),
-        num_idle_processes=r.integer("WORKER_NUM_IDLE_PROCESSES", 1, 0, 64),
+        num_idle_processes=r.integer("WORKER_NUM_IDLE_PROCESSES", d["num_idle_processes"], 0, 64),
         job_memory_warn_mb=job_memory_warn_mb,
         job_memory_limit_mb=job_memory_limit_mb,
         state_dir=Path(r.text("WORKER_STATE_DIR", state_default) or state_default),
         metrics_dir=Path(r.text("WORKER_METRICS_DIR", metrics_default) or metrics_default),
         entrypoint=entrypoint,
-        input_max_chars=r.integer("INPUT_MAX_CHARS", 2000, 1, 100_000),
-        input_rate_per_minute=r.integer("INPUT_RATE_PER_MINUTE", 20, 1, 10_000),
+        input_max_chars=r.integer("INPUT_MAX_CHARS", d["input_max_chars"], 1, 100_000),
+        input_rate_per_minute=r.integer(
+            "INPUT_RATE_PER_MINUTE", d["input_rate_per_minute"], 1, 10_000
+        ),
         prices=prices,
     )
