@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import random
@@ -33,9 +34,11 @@ def lab_vars() -> dict[str, object]:
     return yaml.safe_load((ROOT / "inventories/lab/group_vars/all/main.yml").read_text())
 
 
+@functools.cache
 def worker_ports() -> tuple[int, int]:
     """The lab workers' health ports (single/blue, green): the lab inventory's agent_hosts
-    values, else the voice_worker role's defaults, where each is written once."""
+    values, else the voice_worker role's defaults, where each is written once. Read once per
+    process (the benchmark asks for them on every poll)."""
     names = ("voice_worker_health_port", "voice_worker_health_port_green")
     values = yaml.safe_load((ROOT / "roles/voice_worker/defaults/main.yml").read_text())
     values.update(
