@@ -141,6 +141,31 @@ async def test_ready_health_and_metrics_follow_registration_and_jobs(lk, worker_
     assert record["usage"]["stt_audio_seconds"] == pytest.approx(4, abs=0.5)
 
 
+async def test_a_full_worker_takes_the_next_call_as_soon_as_its_call_ended(lk, worker_factory):
+    """Capacity 1. While its call runs, LiveKit knows the worker is full; the moment the call
+    ended, LiveKit places the next one with it. livekit-agents alone says so on its next 2.5 s
+    status tick, and LiveKit neither queues nor retries a dispatch: a call in that window got no
+    agent."""
+    w = await worker_factory(WORKER_MAX_JOBS="1")
+    await _ready(lk, w)
+    first = await lk.dispatch("room-a", {"hold_seconds": 5})
+    # the worker's 2.5 s status tick has told LiveKit it is full by the time the call ends
+    await w.wait_for_log("worker is at full capacity, marking as unavailable", timeout=10)
+    await w.wait_for_log("job ended", job_id=first, timeout=30)
+    await _poll_until(w, "/", lambda c, b: b["active_jobs"] == 0)
+
+    mark = len(lk.logs())
+    await lk.create_room("room-b", {"hold_seconds": 1})
+    decisions = ("assigned job to worker", "failed to send job request")
+    async with asyncio.timeout(30):
+        while True:
+            decided = [r for r in lk.logs()[mark:] if r.get("msg") in decisions]
+            if decided:
+                break
+            await asyncio.sleep(0.1)
+    assert (decided[0]["msg"], decided[0].get("room")) == ("assigned job to worker", "room-b")
+
+
 async def test_sigterm_drains_the_running_call_then_exits_0(lk, worker_factory):
     w = await worker_factory()
     worker_id = await _ready(lk, w)

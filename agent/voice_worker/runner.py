@@ -1,8 +1,9 @@
 """The worker process: AgentServer plus systemd, health, metrics, signals and exit codes.
 
 Imported by __main__ only after PROMETHEUS_MULTIPROC_DIR is set (prometheus-client picks its
-multiprocess mode at import time). Relies on two internals of the pinned livekit-agents 1.8.9:
-`AgentServer._connecting` (True while (re)connecting) and `AgentServer._proc_pool` events.
+multiprocess mode at import time). Relies on internals of the pinned livekit-agents 1.8.9:
+`AgentServer._connecting` (True while (re)connecting), `AgentServer._proc_pool` events, and
+`_refresh_worker_load`/`_update_worker_status` (what its own 2.5 s status loop calls).
 """
 
 from __future__ import annotations
@@ -119,6 +120,7 @@ class Worker:
         self._stop = asyncio.Event()
         self._signals = 0
         self._gauges: Any = None
+        self._announcing: set[asyncio.Task[None]] = set()
 
     def _on_signal(self, signum: int) -> None:
         self._signals += 1
@@ -138,6 +140,26 @@ class Worker:
         pool = self.server._proc_pool
         pool.on("process_job_launched", job_metrics.launched)
         pool.on("process_closed", job_metrics.closed)
+        pool.on("process_closed", self._announce_load)
+
+    def _announce_load(self, _proc: Any) -> None:
+        # livekit-agents tells LiveKit its load only every 2.5 s (UPDATE_STATUS_INTERVAL). A full
+        # worker whose call just ended stayed "full" that long, and LiveKit, which neither queues
+        # nor retries a dispatch, gave a call arriving meanwhile no agent (CI, default scenario: a
+        # redial 2.4 s after the call ended). Tell LiveKit at once. call_soon: the pool emits this
+        # before it drops the process, so the load is read after that.
+        asyncio.get_running_loop().call_soon(self._start_send_load)
+
+    def _start_send_load(self) -> None:
+        task = asyncio.create_task(self._send_load(), name="announce_load")
+        self._announcing.add(task)  # the loop keeps only a weak reference
+        task.add_done_callback(self._announcing.discard)
+
+    async def _send_load(self) -> None:
+        if self.server._closed:
+            return
+        await self.server._refresh_worker_load()
+        await self.server._update_worker_status()
 
     def _on_registered(self, worker_id: str, _info: Any) -> None:
         first = not self.state.registered_once
