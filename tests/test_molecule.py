@@ -49,21 +49,42 @@ def test_molecule_scenario(scenario: str) -> None:
     assert os.geteuid() == 0, "the Molecule scenarios need root (nspawn hosts): run as root"
     proc, seconds = molecule_test(scenario)
     print(f"molecule test -s {scenario}: {seconds:.0f} s")
-    assert proc.returncode == 0, failure_excerpt(proc.stdout) + proc.stderr[-3000:]
+    assert proc.returncode == 0, (
+        f"molecule test -s {scenario}: rc {proc.returncode}\n"
+        + failure_excerpt(proc.stdout)
+        + "\n--- stderr (tail) ---\n"
+        + proc.stderr[-1500:]
+    )
 
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 FAILED = re.compile(r"^\W*(fatal: \[|failed: \[).*")
 
 
-def failure_excerpt(stdout: str, before: int = 40, after: int = 60) -> str:
-    """The lines around the last failed task that was not ignored, then the recap: the destroy
-    step after a failure fills the tail of the output, so its tail does not say what failed."""
-    lines = ANSI.sub("", stdout).splitlines()
+def failure_excerpt(stdout: str, before: int = 12, after: int = 24, width: int = 400) -> str:
+    """Where the scenario failed, short enough that CI's excerpt of the run (which starts at the
+    first failure) still reaches the next failed scenario: the last failed task that was not
+    ignored (its header, `before` lines before the failure and `after` from it, each cut at
+    `width` characters), then the recap that follows it. The destroy step after a failure fills
+    the tail of the output, so the tail does not say what failed."""
+    lines = [line[:width] for line in ANSI.sub("", stdout).splitlines()]
     failed = [
         i
         for i, line in enumerate(lines)
         if FAILED.match(line) and "...ignoring" not in " ".join(lines[i : i + 3])
     ]
-    head = lines[max(0, failed[-1] - before) : failed[-1] + after] if failed else []
-    return "\n".join([*head, "...", *lines[-40:]])[-24000:]
+    if not failed:
+        return "\n".join(["no failed task found; the output's tail:", *lines[-40:]])
+    at = failed[-1]
+    task = next((j for j in range(at, -1, -1) if lines[j].startswith("TASK [")), at)
+    recap = next((j for j in range(at, len(lines)) if lines[j].startswith("PLAY RECAP")), None)
+    end = min(at + after, recap if recap is not None else len(lines))
+    hosts = [] if recap is None else lines[recap : recap + 8]
+    return "\n".join(
+        [
+            lines[task],
+            *lines[max(task + 1, at - before) : end],
+            "...",
+            *(hosts[: hosts.index("")] if "" in hosts else hosts),
+        ]
+    )
