@@ -8,6 +8,7 @@ time by part (tests/conftest.py).
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import subprocess
@@ -79,12 +80,12 @@ def failure_excerpt(stdout: str, before: int = 12, after: int = 24, width: int =
     task = next((j for j in range(at, -1, -1) if lines[j].startswith("TASK [")), at)
     recap = next((j for j in range(at, len(lines)) if lines[j].startswith("PLAY RECAP")), None)
     end = min(at + after, recap if recap is not None else len(lines))
-    hosts = [] if recap is None else lines[recap : recap + 8]
+    hosts = [] if recap is None else itertools.takewhile(bool, lines[recap : recap + 8])
     return "\n".join(
         [
             lines[task],
             *lines[max(task + 1, at - before) : end],
             "...",
-            *(hosts[: hosts.index("")] if "" in hosts else hosts),
+            *hosts,
         ]
     )

@@ -146,11 +146,8 @@ class Worker:
         # livekit-agents tells LiveKit its load only every 2.5 s (UPDATE_STATUS_INTERVAL). A full
         # worker whose call just ended stayed "full" that long, and LiveKit, which neither queues
         # nor retries a dispatch, gave a call arriving meanwhile no agent (CI, default scenario: a
-        # redial 2.4 s after the call ended). Tell LiveKit at once. call_soon: the pool emits this
-        # before it drops the process, so the load is read after that.
-        asyncio.get_running_loop().call_soon(self._start_send_load)
-
-    def _start_send_load(self) -> None:
+        # redial 2.4 s after the call ended). Tell LiveKit at once. The pool emits this before it
+        # drops the process; the task starts after that step, so it reads the load without it.
         task = asyncio.create_task(self._send_load(), name="announce_load")
         self._announcing.add(task)  # the loop keeps only a weak reference
         task.add_done_callback(self._announcing.discard)
