@@ -27,7 +27,10 @@ p95) and a Markdown table of them. `--server-log` (a LiveKit server's whole
 `journalctl -u livekit-server -o short-unix`; once per node of a cluster) adds the minimum number
 of workers the servers had registered between them: each logs every registration and every
 worker it closes. `--sessions HOST=FILE` (a worker host's sessions.jsonl) adds `through`: for
-each URL, the calls placed and kept through it and which worker host served their rooms.
+each URL, the calls placed and kept through it and which worker host served their rooms. Each
+operation's `not_kept_story` tells every call not kept for a person: how it ended, each turn it
+did not hear answered (said -> heard) and, from DIR/lab-providers.log when there, what the
+stand-ins recognized and answered around that turn.
 
 LIVEKIT_API_KEY and LIVEKIT_API_SECRET come from the environment, a private CA through
 SSL_CERT_FILE.
@@ -59,6 +62,13 @@ LAST_TURN_S = 14.0  # the turn in progress at the deadline, then goodbye (audio:
 AGENT_WAIT_LIMIT_S = 5.0
 QUESTIONS = 40  # more than any call reaches before its deadline
 _WORKER_EVENT = re.compile(r"\s(worker registered|closing worker)\s")
+_PROVIDER_LINE = re.compile(
+    r"^(?P<stamp>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(?P<ms>\d{3}) (?P<rest>.*)"
+)
+STAND_IN_LINE_CHARS = 160
+# around a turn the caller did not hear answered: from just before the end of its speech to the
+# stand-ins' final transcript (endpointing 0.8 s), the LLM's answer and the start of speech
+STAND_IN_WINDOW_S = (0.5, 4.0)
 
 
 def _append(path: Path, obj: dict[str, Any]) -> None:
@@ -274,6 +284,43 @@ def _min_over(series: list[tuple[float, int]], start: float, end: float) -> int 
     return min(held) if held else None
 
 
+def provider_lines(lines: list[str]) -> list[tuple[float, str]]:
+    """(epoch, "HH:MM:SS.mmm name message") for each line of the stand-ins' log
+    (lab/providers: `%(asctime)s %(name)s %(message)s`, local time, on this machine)."""
+    out = []
+    for line in lines:
+        m = _PROVIDER_LINE.match(line)
+        if m is None:
+            continue
+        t = time.mktime(time.strptime(m["stamp"], "%Y-%m-%d %H:%M:%S")) + int(m["ms"]) / 1000
+        out.append((t, f"{m['stamp'][11:]}.{m['ms']} {m['rest'][:STAND_IN_LINE_CHARS]}"))
+    return out
+
+
+def what_went_wrong(call: dict[str, Any], providers: list[tuple[float, str]]) -> list[str]:
+    """A call that was not kept, for a person: how it ended, each turn the caller did not hear
+    answered (said -> heard), and what the stand-ins logged around that turn (every call's lines
+    in that window: they name no room), to tell the party that misheard."""
+    out = [
+        f"{call['room']} ({call['mode']}, via {call.get('url', '-')}): agent "
+        f"{call['agent'] or '-'} after {call['agent_join_s']} s, ended {call['ended'] or '-'}"
+        + (f", {call['error']}" if call.get("error") else "")
+    ]
+    for t in call["turns"]:
+        if t["answered"]:
+            continue
+        out.append(
+            f"  {t['said']!r} -> heard {t['heard'] or '-'!r} (expected {t['expected']!r}, "
+            f"after {t['latency_s']} s, {t['answer_s']} s of speech)"
+        )
+        out += [
+            f"    {line}"
+            for at, line in providers
+            if t["at"] - STAND_IN_WINDOW_S[0] <= at <= t["at"] + STAND_IN_WINDOW_S[1]
+        ]
+    return out
+
+
 def window_report(
     name: str,
     start: float,
@@ -282,6 +329,7 @@ def window_report(
     samples: list[dict[str, Any]],
     baseline: tuple[float, float] | None,
     server: list[tuple[float, int]] | None,
+    providers: list[tuple[float, str]] | None = None,
 ) -> dict[str, Any]:
     during = [  # in progress at some moment of the window
         c for c in calls if c["placed_at"] <= end and c["placed_at"] + c["duration_s"] >= start
@@ -315,6 +363,9 @@ def window_report(
         "no_agent": sum(1 for c in during if c["ended"] == "no-agent"),
         "slow_agent": len(slow),
         "not_kept": [unkept(c) for c in during if not c["kept"]],
+        "not_kept_story": [
+            line for c in during if not c["kept"] for line in what_went_wrong(c, providers or [])
+        ],
         "longest_agent_wait_s": max(waits) if waits else None,
         "call_s": [
             min((c["duration_s"] for c in during), default=None),
@@ -380,9 +431,11 @@ def report(args: argparse.Namespace) -> int:
         server = summed([server_workers(Path(f).read_text().splitlines()) for f in args.server_log])
     windows = json.loads(Path(args.windows).read_text())
     baseline = tuple(float(t) for t in windows["baseline"]) if windows.get("baseline") else None
+    log = d / "lab-providers.log"
+    providers = provider_lines(log.read_text().splitlines()) if log.exists() else []
     rows = []
     for name, t0, t1, *required in windows["windows"]:
-        row = window_report(name, float(t0), float(t1), calls, samples, baseline, server)
+        row = window_report(name, float(t0), float(t1), calls, samples, baseline, server, providers)
         row["required_accepting"] = int(required[0]) if required else None
         rows.append(row)
     out = {

@@ -1,0 +1,89 @@
+"""The fleet report's account of a call that was not kept (lab/fleet.py report): what a person
+reading a failed run sees, from the files a run leaves (calls.jsonl, windows.json and the
+stand-ins' log)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+
+def _stamp(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) + f",{int(t % 1 * 1000):03d}"
+
+
+def _turn(said: str, expected: str, heard: str, at: float) -> dict[str, object]:
+    return {
+        "said": said,
+        "expected": expected,
+        "at": at,
+        "heard": heard,
+        "latency_s": 0.8,
+        "answer_s": 2.3,
+        "answered": heard == expected.lower(),
+    }
+
+
+def test_a_call_not_kept_is_told_with_what_the_stand_ins_logged_around_its_turn(
+    tmp_path: Path,
+) -> None:
+    t0 = 1_800_000_000.0
+    wrong = {
+        "room": "lab-call-wrong",
+        "mode": "audio",
+        "url": "wss://10.213.0.12",
+        "placed_at": t0 + 10,
+        "agent": "agent-A",
+        "agent_join_s": 1.2,
+        "turns": [
+            _turn(
+                "hello can you hear me", "yes I can hear you", "it is sunny and warm today", t0 + 14
+            ),
+            _turn("what time is it", "it is half past ten", "it is half past ten", t0 + 30),
+        ],
+        "ended": "agent-goodbye",
+        "duration_s": 40.0,
+        "error": "",
+        "kept": False,
+    }
+    kept = wrong | {
+        "room": "lab-call-kept",
+        "turns": [_turn("how are you", "I am fine thank you", "i am fine thank you", t0 + 20)],
+        "kept": True,
+    }
+    (tmp_path / "calls.jsonl").write_text("".join(json.dumps(c) + "\n" for c in (wrong, kept)))
+    (tmp_path / "windows.json").write_text(
+        json.dumps({"baseline": None, "windows": [["an operation", t0, t0 + 60, 1]]})
+    )
+    (tmp_path / "lab-providers.log").write_text(
+        f"{_stamp(t0 + 5)} lab.openai user 'where are you' -> before the turn\n"
+        f"{_stamp(t0 + 14.9)} lab.deepgram 3b0ada81 endpoint 1.31-3.31 s speech 1150 ms: "
+        "'hello can you hear me'\n"
+        f"{_stamp(t0 + 15.0)} lab.openai user 'hello can you hear me' -> yes\n"
+        f"{_stamp(t0 + 21)} lab.openai user 'how are you' -> around a turn that was heard\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "lab.fleet", "report", "--dir", str(tmp_path)]
+        + ["--windows", str(tmp_path / "windows.json")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    (operation,) = json.loads(out.stdout)["operations"]
+    assert (operation["placed"], operation["kept"]) == (2, 1)
+    assert operation["not_kept_story"] == [
+        "lab-call-wrong (audio, via wss://10.213.0.12): agent agent-A after 1.2 s, "
+        "ended agent-goodbye",
+        "  'hello can you hear me' -> heard 'it is sunny and warm today' "
+        "(expected 'yes I can hear you', after 0.8 s, 2.3 s of speech)",
+        f"    {_stamp(t0 + 14.9)[11:].replace(',', '.')} lab.deepgram 3b0ada81 endpoint "
+        "1.31-3.31 s speech 1150 ms: 'hello can you hear me'",
+        f"    {_stamp(t0 + 15.0)[11:].replace(',', '.')} lab.openai user 'hello can you hear me'"
+        " -> yes",
+    ]
