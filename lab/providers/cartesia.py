@@ -35,6 +35,8 @@ CHUNK_S = 0.1
 @dataclass
 class _Context:
     context_id: str
+    peer: str  # the worker host's address, in the log
+    spoken: list[str] = field(default_factory=list)
     queue: asyncio.Queue[dict | None] = field(default_factory=asyncio.Queue)
     task: asyncio.Task[None] | None = None
 
@@ -86,7 +88,7 @@ class CartesiaStandIn:
                     continue
                 ctx = contexts.get(context_id)
                 if ctx is None:
-                    ctx = contexts[context_id] = _Context(context_id)
+                    ctx = contexts[context_id] = _Context(context_id, request.remote or "-")
                     ctx.task = asyncio.create_task(self._speak(ctx, send, contexts))
                 ctx.queue.put_nowait(req)
         finally:
@@ -117,6 +119,7 @@ class CartesiaStandIn:
             text = str(req.get("transcript", ""))
             if text.strip():
                 self.characters += len(text)
+                ctx.spoken.append(text.strip())
                 try:
                     pcm = await loop.run_in_executor(None, synthesize, text.strip(), rate)
                 except SpeechError as e:
@@ -164,6 +167,8 @@ class CartesiaStandIn:
                     )
                 offset += duration
             if not req.get("continue", False):
+                # what was spoken, for a report of a turn that went unanswered (lab-providers.log)
+                logger.info("from %s %s: %r", ctx.peer, ctx.context_id[:8], " ".join(ctx.spoken))
                 await send(
                     {"type": "done", "context_id": ctx.context_id, "status_code": 206, "done": True}
                 )

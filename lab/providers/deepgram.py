@@ -100,6 +100,7 @@ class DeepgramStandIn:
             self.recognizer,
             request_id,
             rate,
+            peer=request.remote or "-",
             interim=q.get("interim_results") == "true",
             vad_events=q.get("vad_events") == "true",
             endpoint_ms=endpoint_ms or MIN_ENDPOINTING_MS,
@@ -120,6 +121,7 @@ class _Session:
         request_id: str,
         rate: int,
         *,
+        peer: str,
         interim: bool,
         vad_events: bool,
         endpoint_ms: int,
@@ -128,6 +130,7 @@ class _Session:
         self.ws = ws
         self.recognizer = recognizer
         self.request_id = request_id
+        self.peer = peer  # the worker host's address, in the log
         self.rate = rate
         self.interim = interim
         self.vad_events = vad_events
@@ -233,8 +236,9 @@ class _Session:
         text = utt.stream.end()
         # what was heard, for a report of a turn that went unanswered (lab-providers.log)
         logger.info(
-            "%s %s %.2f-%.2f s speech %d ms: %r",
+            "%s from %s %s %.2f-%.2f s speech %d ms: %r",
             self.request_id[:8],
+            self.peer,
             "finalize" if from_finalize else "endpoint",
             utt.start_s,
             self.audio_s,

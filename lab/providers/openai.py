@@ -99,7 +99,13 @@ class OpenAIStandIn:
         self.requests += 1
         answer = reply(messages, list(body.get("tools") or []))
         last = messages[-1] if messages else {}
-        logger.info("%s %r -> %r", last.get("role"), _text(last.get("content"))[:80], answer)
+        logger.info(
+            "from %s %s %r -> %r",
+            request.remote,
+            last.get("role"),
+            _text(last.get("content"))[:80],
+            answer,
+        )
         prompt_tokens = sum(len(_text(m.get("content")).split()) for m in messages)
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
