@@ -30,7 +30,8 @@ worker it closes. `--sessions HOST=FILE` (a worker host's sessions.jsonl) adds `
 each URL, the calls placed and kept through it and which worker host served their rooms. Each
 operation's `not_kept_story` tells every call not kept for a person: how it ended, each turn it
 did not hear answered (said -> heard) and, from DIR/lab-providers.log when there, what the
-stand-ins recognized and answered around that turn.
+stand-ins recognized and answered around that turn, and, from DIR/worker-*.log (the worker
+hosts' journals) when there, what the call's job logged.
 
 LIVEKIT_API_KEY and LIVEKIT_API_SECRET come from the environment, a private CA through
 SSL_CERT_FILE.
@@ -66,6 +67,17 @@ _PROVIDER_LINE = re.compile(
     r"^(?P<stamp>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(?P<ms>\d{3}) (?P<rest>.*)"
 )
 STAND_IN_LINE_CHARS = 160
+# what a job logs that tells its call's story (its last JOB_STORY_LINES lines), besides warnings
+# and errors; the last two only when the worker logs at debug
+_JOB_STORY = (
+    "job started",
+    "ending session",
+    "job ended",
+    "received user transcript",
+    "conversation_item_added",
+)
+_NOISE = "metrics_collected is deprecated"  # every job warns it (livekit-agents 1.8.9)
+JOB_STORY_LINES = 20
 # around a turn the caller did not hear answered: from just before the end of its speech to the
 # stand-ins' final transcript (endpointing 0.8 s), the LLM's answer and the start of speech
 STAND_IN_WINDOW_S = (0.5, 4.0)
@@ -297,10 +309,40 @@ def provider_lines(lines: list[str]) -> list[tuple[float, str]]:
     return out
 
 
-def what_went_wrong(call: dict[str, Any], providers: list[tuple[float, str]]) -> list[str]:
+def job_lines(lines: list[str]) -> dict[str, list[str]]:
+    """Per room, what its job logged that tells a call's story, from a worker host's journal
+    (`journalctl -u 'livekit-voice-worker*' -o short-unix`, JSON lines): its start and end,
+    warnings and errors, and, when the worker logs at debug, what it heard and said."""
+    out: dict[str, list[str]] = {}
+    for line in lines:
+        stamp, _, rest = line.partition(" ")
+        host, _, rest = rest.partition(" ")
+        brace = rest.find("{")
+        try:
+            t, entry = float(stamp), json.loads(rest[brace:]) if brace >= 0 else {}
+        except ValueError:
+            continue
+        room, message = entry.get("room_name"), str(entry.get("message", ""))
+        alarm = entry.get("level") in ("WARNING", "ERROR", "CRITICAL")
+        if not room or not (message in _JOB_STORY or (alarm and not message.startswith(_NOISE))):
+            continue
+        said = [f"{k}={v!r}" for k, v in entry.items() if k.startswith("lk.pii.") or k == "reason"]
+        out.setdefault(room, []).append(
+            f"{time.strftime('%H:%M:%S', time.localtime(t))}.{int(t % 1 * 1000):03d} {host} "
+            f"{entry.get('level', '-')} {message[:STAND_IN_LINE_CHARS]} {' '.join(said)}".rstrip()
+        )
+    return out
+
+
+def what_went_wrong(
+    call: dict[str, Any],
+    providers: list[tuple[float, str]],
+    jobs: dict[str, list[str]] | None = None,
+) -> list[str]:
     """A call that was not kept, for a person: how it ended, each turn the caller did not hear
-    answered (said -> heard), and what the stand-ins logged around that turn (every call's lines
-    in that window: they name no room), to tell the party that misheard."""
+    answered (said -> heard), what the stand-ins logged around that turn (every call's lines in
+    that window: they name no room, only the worker host's address), and what the call's job
+    logged, to tell the party that misheard."""
     out = [
         f"{call['room']} ({call['mode']}, via {call.get('url', '-')}): agent "
         f"{call['agent'] or '-'} after {call['agent_join_s']} s, ended {call['ended'] or '-'}"
@@ -318,6 +360,10 @@ def what_went_wrong(call: dict[str, Any], providers: list[tuple[float, str]]) ->
             for at, line in providers
             if t["at"] - STAND_IN_WINDOW_S[0] <= at <= t["at"] + STAND_IN_WINDOW_S[1]
         ]
+    story = (jobs or {}).get(call["room"], [])
+    if story:
+        out.append("  its job:")
+        out += [f"    {line}" for line in story[-JOB_STORY_LINES:]]
     return out
 
 
@@ -330,6 +376,7 @@ def window_report(
     baseline: tuple[float, float] | None,
     server: list[tuple[float, int]] | None,
     providers: list[tuple[float, str]] | None = None,
+    jobs: dict[str, list[str]] | None = None,
 ) -> dict[str, Any]:
     during = [  # in progress at some moment of the window
         c for c in calls if c["placed_at"] <= end and c["placed_at"] + c["duration_s"] >= start
@@ -364,7 +411,10 @@ def window_report(
         "slow_agent": len(slow),
         "not_kept": [unkept(c) for c in during if not c["kept"]],
         "not_kept_story": [
-            line for c in during if not c["kept"] for line in what_went_wrong(c, providers or [])
+            line
+            for c in during
+            if not c["kept"]
+            for line in what_went_wrong(c, providers or [], jobs)
         ],
         "longest_agent_wait_s": max(waits) if waits else None,
         "call_s": [
@@ -433,9 +483,15 @@ def report(args: argparse.Namespace) -> int:
     baseline = tuple(float(t) for t in windows["baseline"]) if windows.get("baseline") else None
     log = d / "lab-providers.log"
     providers = provider_lines(log.read_text().splitlines()) if log.exists() else []
+    jobs: dict[str, list[str]] = {}
+    for journal in sorted(d.glob("worker-*.log")):  # the fleet scenario keeps them here
+        for room, lines in job_lines(journal.read_text().splitlines()).items():
+            jobs.setdefault(room, []).extend(lines)
     rows = []
     for name, t0, t1, *required in windows["windows"]:
-        row = window_report(name, float(t0), float(t1), calls, samples, baseline, server, providers)
+        row = window_report(
+            name, float(t0), float(t1), calls, samples, baseline, server, providers, jobs
+        )
         row["required_accepting"] = int(required[0]) if required else None
         rows.append(row)
     out = {

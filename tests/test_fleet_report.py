@@ -1,6 +1,6 @@
 """The fleet report's account of a call that was not kept (lab/fleet.py report): what a person
-reading a failed run sees, from the files a run leaves (calls.jsonl, windows.json and the
-stand-ins' log)."""
+reading a failed run sees, from the files a run leaves (calls.jsonl, windows.json, the
+stand-ins' log and the worker hosts' journals)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,10 @@ from tests.conftest import ROOT
 
 def _stamp(t: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) + f",{int(t % 1 * 1000):03d}"
+
+
+def _clock(t: float) -> str:
+    return _stamp(t)[11:].replace(",", ".")
 
 
 def _turn(said: str, expected: str, heard: str, at: float) -> dict[str, object]:
@@ -67,6 +71,26 @@ def test_a_call_not_kept_is_told_with_what_the_stand_ins_logged_around_its_turn(
         f"{_stamp(t0 + 15.0)} lab.openai user 'hello can you hear me' -> yes\n"
         f"{_stamp(t0 + 21)} lab.openai user 'how are you' -> around a turn that was heard\n"
     )
+
+    def journal(t: float, room: str, level: str, message: str, **extra: str) -> str:
+        entry = {"level": level, "message": message, "room_name": room, **extra}
+        return f"{t:.6f} fleet2 livekit-voice-worker[9077]: {json.dumps(entry)}\n"
+
+    (tmp_path / "worker-fleet2.log").write_text(
+        journal(t0 + 11, "lab-call-wrong", "INFO", "job started")
+        + journal(t0 + 11.5, "lab-call-wrong", "WARNING", "metrics_collected is deprecated.")
+        + journal(t0 + 12, "lab-call-kept", "INFO", "job started")
+        + journal(t0 + 15.1, "lab-call-wrong", "DEBUG", "HTTP Request: POST")
+        + journal(
+            t0 + 15.2,
+            "lab-call-wrong",
+            "DEBUG",
+            "received user transcript",
+            **{"lk.pii.user_transcript": "what is the weather today"},
+        )
+        + journal(t0 + 16, "lab-call-wrong", "WARNING", "event loop blocked for 318ms")
+        + "-- Boot 1 --\n"
+    )
     out = subprocess.run(
         [sys.executable, "-m", "lab.fleet", "report", "--dir", str(tmp_path)]
         + ["--windows", str(tmp_path / "windows.json")],
@@ -82,8 +106,12 @@ def test_a_call_not_kept_is_told_with_what_the_stand_ins_logged_around_its_turn(
         "ended agent-goodbye",
         "  'hello can you hear me' -> heard 'it is sunny and warm today' "
         "(expected 'yes I can hear you', after 0.8 s, 2.3 s of speech)",
-        f"    {_stamp(t0 + 14.9)[11:].replace(',', '.')} lab.deepgram 3b0ada81 endpoint "
+        f"    {_clock(t0 + 14.9)} lab.deepgram 3b0ada81 endpoint "
         "1.31-3.31 s speech 1150 ms: 'hello can you hear me'",
-        f"    {_stamp(t0 + 15.0)[11:].replace(',', '.')} lab.openai user 'hello can you hear me'"
-        " -> yes",
+        f"    {_clock(t0 + 15.0)} lab.openai user 'hello can you hear me' -> yes",
+        "  its job:",
+        f"    {_clock(t0 + 11)} fleet2 INFO job started",
+        f"    {_clock(t0 + 15.2)} fleet2 DEBUG received user transcript "
+        "lk.pii.user_transcript='what is the weather today'",
+        f"    {_clock(t0 + 16)} fleet2 WARNING event loop blocked for 318ms",
     ]
