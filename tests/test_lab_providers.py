@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import wave
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -24,7 +25,7 @@ from lab.providers.cartesia import CartesiaStandIn
 from lab.providers.deepgram import DeepgramStandIn
 from lab.providers.openai import OpenAIStandIn
 from lab.script import AGENT_PHRASES, CALLER_PHRASES, GOODBYE, QUESTIONS
-from lab.speech import Recognizer, normalise, synthesize
+from lab.speech import Recognizer, normalise, rms, synthesize
 from tests.conftest import free_port
 
 KEY = "lab-test-key-1234"
@@ -86,6 +87,40 @@ async def test_deepgram_stand_in_hears_the_caller(http: aiohttp.ClientSession) -
     assert stt.SpeechEventType.START_OF_SPEECH in kinds, kinds
     assert stt.SpeechEventType.END_OF_SPEECH in kinds, kinds
     assert [normalise(t) for t in finals] == [normalise(line)], finals
+
+
+async def test_deepgram_stand_in_keeps_speech_it_could_not_recognize(
+    http: aiohttp.ClientSession, tmp_path
+) -> None:
+    """A word outside the lab's phrases: no transcript, and the speech saved to listen to."""
+    silence = b"\0" * 16000 * 2
+    spoken = synthesize("banana", 16000)
+    async with serve(DeepgramStandIn(KEY, Recognizer(CALLER_PHRASES), tmp_path)) as base:
+        plugin = deepgram.STT(
+            api_key=KEY, base_url=f"{base}/v1/listen", http_session=http, language="en-US"
+        )
+        stream = plugin.stream(conn_options=NO_RETRY)
+        for frame in frames(silence + synthesize(QUESTIONS[0].line, 16000) + silence, 16000):
+            stream.push_frame(frame)
+        for frame in frames(spoken + silence, 16000):
+            stream.push_frame(frame)
+        stream.end_input()
+        async with asyncio.timeout(20):
+            finals = [
+                normalise(ev.alternatives[0].text)
+                async for ev in stream
+                if ev.type == stt.SpeechEventType.FINAL_TRANSCRIPT
+            ]
+    # the plugin passes no empty final on: the agent hears nothing of the word
+    assert finals == [normalise(QUESTIONS[0].line)]
+    (kept,) = tmp_path.glob("*.wav")  # the recognized phrase is not kept
+    with wave.open(str(kept)) as w:
+        assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (16000, 1, 2)
+        samples = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
+    # the word, from its first loud frame on (the stand-in starts an utterance there)
+    word = np.frombuffer(spoken, dtype=np.int16)
+    assert 0.5 * len(word) < len(samples) < len(word) + 16000
+    assert rms(samples) > 400
 
 
 async def test_deepgram_stand_in_refuses_a_wrong_key(http: aiohttp.ClientSession) -> None:

@@ -1,13 +1,15 @@
 """Serve the three provider stand-ins, each on its own port of one address.
 
     python -m lab.providers --host 10.213.0.1 [--deepgram-port 8791] [--cartesia-port 8792]
-        [--openai-port 8793]
+        [--openai-port 8793] [--keep-unheard DIR]
 
 API keys come from DEEPGRAM_API_KEY, CARTESIA_API_KEY and OPENAI_API_KEY (the worker's names;
 `KEY,NEXT_KEY` accepts both, for a rotation); requests with another key get 401. The worker's
 base URLs are then `http://HOST:8791/v1/listen`, `http://HOST:8792` and `http://HOST:8793/v1`.
 `GET /_lab/status` on any port answers 200 with counters once all three listen (a readiness
-check). SIGTERM stops it.
+check). `--keep-unheard DIR`: speech the Deepgram stand-in could not recognize is saved there as
+WAV (the lab passes its state directory's `unheard`), to tell what the audio suffered. SIGTERM
+stops it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import logging
 import os
 import signal
 import sys
+from pathlib import Path
 
 from aiohttp import web
 
@@ -38,9 +41,11 @@ def _key(name: str) -> str:
     return value
 
 
-async def serve(host: str, ports: dict[str, int]) -> None:
+async def serve(host: str, ports: dict[str, int], keep_unheard: Path | None = None) -> None:
     services = {
-        "deepgram": DeepgramStandIn(_key("DEEPGRAM_API_KEY"), Recognizer(CALLER_PHRASES)),
+        "deepgram": DeepgramStandIn(
+            _key("DEEPGRAM_API_KEY"), Recognizer(CALLER_PHRASES), keep_unheard
+        ),
         "cartesia": CartesiaStandIn(_key("CARTESIA_API_KEY")),
         "openai": OpenAIStandIn(_key("OPENAI_API_KEY")),
     }
@@ -85,10 +90,17 @@ def main() -> None:
     parser.add_argument("--host", required=True)
     for name, port in PORTS.items():
         parser.add_argument(f"--{name}-port", type=int, default=port)
+    parser.add_argument(
+        "--keep-unheard",
+        type=Path,
+        help="save speech the Deepgram stand-in could not recognize here (WAV), to listen to it",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     ports = {name: getattr(args, f"{name}_port") for name in PORTS}
-    asyncio.run(serve(args.host, ports))
+    if args.keep_unheard is not None:  # there from the start: a reader finds it, maybe empty
+        args.keep_unheard.mkdir(parents=True, exist_ok=True)
+    asyncio.run(serve(args.host, ports, args.keep_unheard))
 
 
 if __name__ == "__main__":

@@ -32,7 +32,9 @@ import json
 import logging
 import time
 import uuid
+import wave
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from aiohttp import WSMsgType, web
 
@@ -55,12 +57,16 @@ class _Utterance:
     last_speech_s: float = 0.0
     started_event_sent: bool = False
     last_interim: float = field(default_factory=time.monotonic)
+    pcm: bytearray = field(default_factory=bytearray)  # kept only when it is not recognized
 
 
 class DeepgramStandIn:
-    def __init__(self, api_key: str, recognizer: Recognizer) -> None:
+    def __init__(
+        self, api_key: str, recognizer: Recognizer, keep_unheard: Path | None = None
+    ) -> None:
         self.api_keys = api_keys(api_key)
         self.recognizer = recognizer
+        self.keep_unheard = keep_unheard  # where an utterance it could not recognize is saved
         self.sessions = 0
 
     def routes(self, app: web.Application) -> None:
@@ -101,6 +107,7 @@ class DeepgramStandIn:
             request_id,
             rate,
             peer=request.remote or "-",
+            keep_unheard=self.keep_unheard,
             interim=q.get("interim_results") == "true",
             vad_events=q.get("vad_events") == "true",
             endpoint_ms=endpoint_ms or MIN_ENDPOINTING_MS,
@@ -122,6 +129,7 @@ class _Session:
         rate: int,
         *,
         peer: str,
+        keep_unheard: Path | None,
         interim: bool,
         vad_events: bool,
         endpoint_ms: int,
@@ -131,6 +139,7 @@ class _Session:
         self.recognizer = recognizer
         self.request_id = request_id
         self.peer = peer  # the worker host's address, in the log
+        self.keep_unheard = keep_unheard
         self.rate = rate
         self.interim = interim
         self.vad_events = vad_events
@@ -202,6 +211,8 @@ class _Session:
             )
         # inline: pocketsphinx takes ~0.2 ms per 10 ms frame; only building a decoder is slow
         utt.stream.feed(frame)
+        if self.keep_unheard is not None:
+            utt.pcm += frame
         if speech:
             utt.speech_ms += 10
             utt.last_speech_s = self.audio_s
@@ -234,9 +245,12 @@ class _Session:
                 await self._send(self._results(None, "", is_final=True, from_finalize=True))
             return
         text = utt.stream.end()
+        kept = ""
+        if not text and utt.speech_ms >= MIN_SPEECH_MS and self.keep_unheard is not None:
+            kept = f" (kept: {self._keep(utt)})"
         # what was heard, for a report of a turn that went unanswered (lab-providers.log)
         logger.info(
-            "%s from %s %s %.2f-%.2f s speech %d ms: %r",
+            "%s from %s %s %.2f-%.2f s speech %d ms: %r%s",
             self.request_id[:8],
             self.peer,
             "finalize" if from_finalize else "endpoint",
@@ -244,6 +258,7 @@ class _Session:
             self.audio_s,
             utt.speech_ms,
             text if utt.speech_ms >= MIN_SPEECH_MS else "(too short: dropped)",
+            kept,
         )
         if utt.speech_ms < MIN_SPEECH_MS:
             return  # a click, not speech
@@ -257,6 +272,18 @@ class _Session:
                 from_finalize=from_finalize,
             )
         )
+
+    def _keep(self, utt: _Utterance) -> str:
+        """Save speech the recognizer made nothing of, as a WAV file, to listen to it later."""
+        assert self.keep_unheard is not None
+        self.keep_unheard.mkdir(parents=True, exist_ok=True)
+        path = self.keep_unheard / f"{self.request_id[:8]}-{utt.start_s:07.2f}.wav"
+        with wave.open(str(path), "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(self.rate)
+            w.writeframes(bytes(utt.pcm))
+        return path.name
 
     def _results(
         self,
