@@ -47,6 +47,15 @@ from .speech import Recognizer, normalise, rms, synthesize
 MIC_RATE = 48000
 LISTEN_RATE = 16000
 FRAME_MS = 50  # both ways: each frame costs an FFI round trip; latencies are to +-50 ms
+# How far the microphone's audio is queued ahead of the wire. A real client's capture runs on the
+# audio device's own thread; this one runs on the caller's event loop, and when a busy lab stalls
+# that loop longer than the queue, the track sends silence inside the caller's words. At 100 ms,
+# fleet runs on a loaded 2-core machine had a 110-190 ms gap of near-digital silence inside about
+# one phrase in 300, and the Deepgram stand-in's grammar read some of them as another phrase
+# ("thank you goodbye" -> "what time") or as nothing. 400 ms rides out such a stall; each line
+# then starts up to 0.4 s later (voice-to-voice is measured from the line's last sample leaving
+# the queue, so it does not change).
+MIC_QUEUE_MS = 400
 NOISE_FLOOR = 30.0  # s16 RMS of the microphone's noise (about -60 dBFS)
 AGENT_SPEECH_RMS = 300.0  # a 10 ms frame of the agent's audio above this is speech
 # agent silence that ends its answer: longer than a pause between its words, also when a busy
@@ -110,7 +119,7 @@ class _Microphone:
     """A published audio track fed 10 ms at a time: the noise floor, or queued speech."""
 
     def __init__(self) -> None:
-        self.source = rtc.AudioSource(MIC_RATE, 1, queue_size_ms=100)
+        self.source = rtc.AudioSource(MIC_RATE, 1, queue_size_ms=MIC_QUEUE_MS)
         self._speech: list[np.ndarray] = []
         self._done: asyncio.Future[float] | None = None
         # one second of the noise floor, played in a loop (a fresh random frame each time costs
