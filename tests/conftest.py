@@ -56,7 +56,7 @@ _MONITORING = {
 
 def _suite_part(nodeid: str) -> str:
     module = nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
-    if module == "test_molecule.py":
+    if module == "test_molecule.py" and nodeid.endswith("]"):  # a scenario, not a unit test
         return "molecule " + nodeid.rsplit("[", 1)[-1].rstrip("]")
     if module == "test_lint.py":
         return "lint"
