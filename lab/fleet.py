@@ -296,6 +296,12 @@ def _min_over(series: list[tuple[float, int]], start: float, end: float) -> int 
     return min(held) if held else None
 
 
+def _clock(t: float) -> str:
+    """Epoch seconds as this machine's HH:MM:SS.mmm, how the story's lines are stamped."""
+    ms = round(t * 1000)  # the log's milliseconds come back exactly (floats would cut one off)
+    return f"{time.strftime('%H:%M:%S', time.localtime(ms // 1000))}.{ms % 1000:03d}"
+
+
 def provider_lines(lines: list[str]) -> list[tuple[float, str]]:
     """(epoch, "HH:MM:SS.mmm name message") for each line of the stand-ins' log
     (lab/providers: `%(asctime)s %(name)s %(message)s`, local time, on this machine)."""
@@ -305,7 +311,7 @@ def provider_lines(lines: list[str]) -> list[tuple[float, str]]:
         if m is None:
             continue
         t = time.mktime(time.strptime(m["stamp"], "%Y-%m-%d %H:%M:%S")) + int(m["ms"]) / 1000
-        out.append((t, f"{m['stamp'][11:]}.{m['ms']} {m['rest'][:STAND_IN_LINE_CHARS]}"))
+        out.append((t, f"{_clock(t)} {m['rest'][:STAND_IN_LINE_CHARS]}"))
     return out
 
 
@@ -328,8 +334,8 @@ def job_lines(lines: list[str]) -> dict[str, list[str]]:
             continue
         said = [f"{k}={v!r}" for k, v in entry.items() if k.startswith("lk.pii.") or k == "reason"]
         out.setdefault(room, []).append(
-            f"{time.strftime('%H:%M:%S', time.localtime(t))}.{int(t % 1 * 1000):03d} {host} "
-            f"{entry.get('level', '-')} {message[:STAND_IN_LINE_CHARS]} {' '.join(said)}".rstrip()
+            f"{_clock(t)} {host} {entry.get('level', '-')} {message[:STAND_IN_LINE_CHARS]} "
+            f"{' '.join(said)}".rstrip()
         )
     return out
 
@@ -393,12 +399,6 @@ def window_report(
             if t["latency_s"] is not None and t0 <= t["at"] <= t1
         ]
 
-    def unkept(c: dict[str, Any]) -> dict[str, Any]:
-        missed = [t["said"] + " -> " + (t["heard"] or "-") for t in c["turns"] if not t["answered"]]
-        return {k: c[k] for k in ("room", "mode", "agent", "ended", "error", "agent_join_s")} | {
-            "unanswered": missed
-        }
-
     slow = [c for c in during if (c["agent_join_s"] or 0) > AGENT_WAIT_LIMIT_S]
     return {
         "operation": name,
@@ -409,7 +409,6 @@ def window_report(
         "cut": sum(1 for c in during if c["ended"] == "cut"),
         "no_agent": sum(1 for c in during if c["ended"] == "no-agent"),
         "slow_agent": len(slow),
-        "not_kept": [unkept(c) for c in during if not c["kept"]],
         "not_kept_story": [
             line
             for c in during

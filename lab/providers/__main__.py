@@ -98,8 +98,6 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     ports = {name: getattr(args, f"{name}_port") for name in PORTS}
-    if args.keep_unheard is not None:  # there from the start: a reader finds it, maybe empty
-        args.keep_unheard.mkdir(parents=True, exist_ok=True)
     asyncio.run(serve(args.host, ports, args.keep_unheard))
 
 

@@ -67,6 +67,8 @@ class DeepgramStandIn:
         self.api_keys = api_keys(api_key)
         self.recognizer = recognizer
         self.keep_unheard = keep_unheard  # where an utterance it could not recognize is saved
+        if keep_unheard is not None:  # there from the start: a reader finds it, maybe empty
+            keep_unheard.mkdir(parents=True, exist_ok=True)
         self.sessions = 0
 
     def routes(self, app: web.Application) -> None:
@@ -276,7 +278,6 @@ class _Session:
     def _keep(self, utt: _Utterance) -> str:
         """Save speech the recognizer made nothing of, as a WAV file, to listen to it later."""
         assert self.keep_unheard is not None
-        self.keep_unheard.mkdir(parents=True, exist_ok=True)
         path = self.keep_unheard / f"{self.request_id[:8]}-{utt.start_s:07.2f}.wav"
         with wave.open(str(path), "wb") as w:
             w.setnchannels(1)
